@@ -1,0 +1,56 @@
+"""Test-wide setup: everything runs offline, on the CPU, with tiny random-weight models.
+
+The environment variables must be set before transformers/diffusers/ultralytics are imported,
+which is why they sit at module level here (pytest imports conftest before any test module).
+"""
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["YOLO_OFFLINE"] = "1"
+os.environ["MPLBACKEND"] = "Agg"
+# ultralytics writes a settings file on import; keep it out of the user's home during tests
+os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolo_cfg_"))
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+
+
+class NetworkAccessError(ConnectionError):
+    """An OSError, as on an offline machine, so code under test takes its offline path."""
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_local(address):
+    if isinstance(address, (str, bytes)):  # AF_UNIX path
+        return True
+    host = address[0] if isinstance(address, tuple) and address else ""
+    return host in ("127.0.0.1", "::1", "localhost", "")
+
+
+def _guarded_connect(self, address):
+    if not _is_local(address):
+        raise NetworkAccessError(f"a test tried to reach the network: {address!r}")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    if not _is_local(address):
+        raise NetworkAccessError(f"a test tried to reach the network: {address!r}")
+    return _real_connect_ex(self, address)
+
+
+# CI has no network; a test that silently depends on a download must fail here too.
+socket.socket.connect = _guarded_connect
+socket.socket.connect_ex = _guarded_connect_ex
