@@ -217,7 +217,10 @@ def main(argv=None):
         ckpt = CHECKPOINTS[n]
         print(f"[{n}] {ckpt.what}")
         if check_only:
-            print("  " + status(n))
+            line = status(n)
+            print("  " + line)
+            if not line.startswith("ok"):
+                failed.append(n)
             continue
         try:
             where = hf_model_dir(n) if ckpt.hf_repo else checkpoint_path(n)
