@@ -4,11 +4,13 @@ Shapes follow the research plan (ViT-L/14 at 224 px): tokens [N, 257, 768] = 1 C
 patch weights [B, 256], every embedding [768] and L2-normalised.
 """
 import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 CLIP_RESOLUTION = 224   # ViT-L/14 input size; 224 / 14 = 16 patches a side
@@ -141,3 +143,270 @@ def extract_full_clip_tokens(images, batch_size=64, device=None, model=None, pre
 def clip_image_embeddings(images, batch_size=64, device=None, model=None, preprocess=None):
     """CLIP image embeddings [N, 768], L2-normalised: SSV2A's global and per-crop embeddings."""
     return extract_full_clip_tokens(images, batch_size, device, model, preprocess)[:, 0]
+
+
+# -----------------------------------------------------------------------------
+# SAM2 masks -> CLIP patch grid
+
+CLIP_PATCH = 14          # ViT-L/14 patch size in pixels
+CLIP_GRID = CLIP_RESOLUTION // CLIP_PATCH   # 16 patches a side, 256 in all
+COVERAGE_TOL = 1e-5     # float noise of the resampled coverage; far below one pixel's share of a patch (1/196)
+
+
+def _mask_batch(mask):
+    """float32 [B, H, W] from a numpy array or tensor [H, W] or [B, H, W] of any numeric/bool dtype."""
+    if isinstance(mask, np.ndarray):
+        m = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+    elif torch.is_tensor(mask):
+        m = mask.detach().float()
+    else:
+        raise TypeError(f"mask must be a numpy array or a torch tensor, got {type(mask).__name__}")
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3:
+        raise ValueError(f"mask must have shape [H, W] or [B, H, W], got {tuple(m.shape)}")
+    if m.numel() == 0:
+        raise ValueError(f"mask is empty (shape {tuple(m.shape)}); expected a SAM2 mask of the image's size")
+    if not torch.isfinite(m).all():
+        raise ValueError("mask contains NaN or Inf values")
+    lo, hi = m.min().item(), m.max().item()
+    if lo < 0 or hi > 1:
+        # a 0/255 mask would otherwise count every partly covered patch as fully inside
+        raise ValueError(f"mask values must lie in [0, 1], got min {lo:g} and max {hi:g}; "
+                         "convert a 0/255 image mask with `mask > 127` first")
+    return m
+
+
+def downsample_mask_to_patch_weights(mask, patch_grid_size=CLIP_GRID, threshold=0.5):
+    """Binary CLIP patch weights [B, patch_grid_size**2] float32, exactly as the research plan (step 3).
+
+    The whole mask is resized to 224x224 (bilinear), so a non-square image is squashed; CLIP itself sees a
+    centre crop instead. The pipeline uses mask_to_patch_weights, which follows CLIP's geometry; this one is
+    kept for parity with the plan and earlier runs.
+    mask: numpy array or tensor, [H, W] or [B, H, W], values in [0, 1] (bool and integer 0/1 masks work).
+    """
+    if CLIP_RESOLUTION % patch_grid_size != 0:
+        raise ValueError(f"patch_grid_size={patch_grid_size} does not divide the {CLIP_RESOLUTION}-pixel CLIP input")
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    m = _mask_batch(mask)
+    m = F.interpolate(m[:, None], size=(CLIP_RESOLUTION, CLIP_RESOLUTION), mode="bilinear", align_corners=False)
+    cell = CLIP_RESOLUTION // patch_grid_size
+    coverage = F.avg_pool2d(m, kernel_size=cell, stride=cell).flatten(1)   # fraction of each patch in the mask
+    return (coverage >= threshold).float()
+
+
+def align_mask_to_clip_view(mask):
+    """The mask as CLIP's preprocess sees its image: [B, 224, 224] float32 in [0, 1].
+
+    CLIP resizes the SHORT side to 224 (bicubic, antialiased) and centre-crops 224x224, so on a non-square
+    image the sides are cut off rather than squashed. The mask goes through the same torchvision ops, which
+    keeps every mask pixel on the patch its image pixel lands on. Bicubic overshoots at the mask's edges;
+    the clamp keeps values as coverage fractions.
+    """
+    m = _mask_batch(mask)
+    m = TF.resize(m, CLIP_RESOLUTION, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    m = TF.center_crop(m, [CLIP_RESOLUTION, CLIP_RESOLUTION])
+    return m.clamp(0.0, 1.0)
+
+
+def mask_to_patch_weights(mask, threshold=0.5, fallback=True):
+    """CLIP patch weights [B, 256] float32 for SAM2 masks, aligned with what CLIP sees. The pipeline's step 3.
+
+    Each patch's coverage (fraction of its pixels inside the mask, after align_mask_to_clip_view) is
+    binarised at `threshold` as in the plan. threshold=None returns the coverage itself.
+    Small objects: when a mask is non-empty but covers no patch up to `threshold`, binarisation would leave
+    an empty region and the SVD step could not run. With fallback=True the most-covered patch(es) keep their
+    coverage (a soft weight <= threshold) and a warning says so; svd_manipulate_embeddings then selects them
+    through its own fallback and reports it. fallback=False returns the plain binarisation.
+    """
+    if threshold is not None and not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1] or None, got {threshold}")
+    m = _mask_batch(mask)
+    view = align_mask_to_clip_view(m)
+    coverage = F.avg_pool2d(view[:, None], kernel_size=CLIP_PATCH, stride=CLIP_PATCH).flatten(1)
+    if threshold is None:
+        return coverage
+    # resampling leaves float noise: a patch exactly half covered must still pass a 0.5 threshold (the plan's >=)
+    weights = (coverage >= threshold - COVERAGE_TOL).float()
+    mask_area = m.flatten(1).sum(1)
+    for b in range(weights.shape[0]):
+        if weights[b].any() or mask_area[b] == 0:
+            continue
+        if coverage[b].max() == 0:
+            warnings.warn(f"mask {b} is not empty but lies entirely outside the centre {CLIP_RESOLUTION}x"
+                          f"{CLIP_RESOLUTION} crop that CLIP sees of a non-square image: CLIP has no patch of "
+                          "this object", stacklevel=2)
+        elif fallback:
+            top = coverage[b] >= coverage[b].max() - 1e-6
+            weights[b, top] = coverage[b, top]
+            warnings.warn(f"mask {b} covers at most {coverage[b].max().item():.0%} of any CLIP patch (threshold "
+                          f"{threshold}); keeping its {int(top.sum())} most-covered patch(es) with their coverage "
+                          "as weight. A bigger object or a closer crop gives the SVD step more to work with",
+                          stacklevel=2)
+    return weights
+
+
+def background_embedding(patches_1, m_neg, m_pos):
+    """Mean of the edited image's patches outside both masks, L2-normalised: E_bg [768] (plan steps 4, 6).
+
+    patches_1: [256, 768]; m_neg, m_pos: patch weights [256] (or [1, 256]). A patch is background when
+    (1 - m_neg) * (1 - m_pos) > 0.5. When the masks leave no background patch, a warning is issued and a
+    zero vector is returned: it adds nothing to mix_embeddings, whose weights then act on the other parts.
+    """
+    patches_1 = torch.as_tensor(patches_1)
+    m_neg, m_pos = _patch_weight_vector(m_neg, "m_neg"), _patch_weight_vector(m_pos, "m_pos")
+    if patches_1.ndim != 2 or patches_1.shape[0] != m_neg.shape[0] or m_neg.shape != m_pos.shape:
+        raise ValueError(f"expected patches_1 [P, D] and patch weights [P], got {tuple(patches_1.shape)}, "
+                         f"m_neg {tuple(m_neg.shape)}, m_pos {tuple(m_pos.shape)}")
+    bg = ((1 - m_neg) * (1 - m_pos) > 0.5).to(patches_1.device)
+    if not bg.any():
+        warnings.warn("no background patch left: the masks cover every CLIP patch; E_bg is a zero vector and "
+                      "adds nothing to the mix", stacklevel=2)
+        return torch.zeros(patches_1.shape[1], dtype=patches_1.dtype, device=patches_1.device)
+    emb_bg = patches_1[bg].float().mean(dim=0)
+    return (emb_bg / emb_bg.norm()).to(patches_1.dtype)
+
+
+def _patch_weight_vector(weights, name):
+    w = torch.as_tensor(weights).detach().float()
+    if w.ndim == 2 and w.shape[0] == 1:   # the [1, 256] a mask function returns for one mask
+        w = w[0]
+    if w.ndim != 1:
+        raise ValueError(f"{name} must be patch weights [P] or [1, P], got shape {tuple(w.shape)}")
+    if not torch.isfinite(w).all() or (w < 0).any():
+        raise ValueError(f"{name} must hold finite, non-negative patch weights")
+    return w
+
+
+# -----------------------------------------------------------------------------
+# SVD manipulation of a region's tokens
+
+SVD_MODES = ("suppress", "boost")
+
+
+def svd_manipulate_embeddings(cls_token, patch_tokens, mask_weights, k=10, mode="suppress", alpha=0.1, beta=2.0,
+                              return_info=False):
+    """One embedding [768] for the masked region with its top-k singular values scaled (plan step 5, Task 1.2).
+
+    X = [cls_token; patches with mask_weights > 0.5] is decomposed as U S V^T; S[:k] is scaled by alpha
+    (mode='suppress') or beta (mode='boost'); the rebuilt rows are averaged with weights [1.0; their mask
+    weights] and the result L2-normalised, returned in cls_token's dtype. With return_info=True, returns
+    (embedding, info), info a plain dict for run.json (k_requested, k_effective, n_rows, n_patches, rank,
+    no_op, fallback, ...).
+
+    Traps handled: an empty region raises; a region too small for any patch to pass 0.5 falls back to its
+    most-covered patch(es) with a warning; when k reaches the rank of X every singular value is scaled alike
+    and the final normalisation undoes it, so the call changes nothing: a warning says so and info['no_op'].
+    """
+    if mode not in SVD_MODES:
+        raise ValueError(f"mode must be one of {SVD_MODES}, got {mode!r}")
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = int(k)
+    scale = float(alpha if mode == "suppress" else beta)
+    if not np.isfinite(scale) or scale < 0:
+        raise ValueError(f"{'alpha' if mode == 'suppress' else 'beta'} must be a finite number >= 0, got {scale}")
+    cls_token, patch_tokens = torch.as_tensor(cls_token), torch.as_tensor(patch_tokens)
+    if cls_token.ndim != 1 or patch_tokens.ndim != 2 or patch_tokens.shape[1] != cls_token.shape[0]:
+        raise ValueError(f"expected cls_token [D] and patch_tokens [P, D], got {tuple(cls_token.shape)} and "
+                         f"{tuple(patch_tokens.shape)}")
+    w = _patch_weight_vector(mask_weights, "mask_weights").to(patch_tokens.device)
+    if w.shape[0] != patch_tokens.shape[0]:
+        raise ValueError(f"mask_weights has {w.shape[0]} entries but there are {patch_tokens.shape[0]} patch tokens")
+    if not (torch.isfinite(cls_token).all() and torch.isfinite(patch_tokens).all()):
+        raise ValueError("cls_token or patch_tokens contain NaN or Inf")
+
+    selected = w > 0.5
+    fallback = not selected.any()
+    if fallback:
+        if w.max() <= 0:
+            raise ValueError("the mask selects no CLIP patch (all mask weights are 0): the SAM2 point probably "
+                             "missed the object, or the object lies outside CLIP's centre crop. Check the point "
+                             "with `python verify_masks.py --image <image> --x <x> --y <y>`")
+        selected = w >= w.max() - 1e-6
+        warnings.warn(f"no patch is more than half inside the mask (largest weight {w.max().item():.2f}); "
+                      f"using the {int(selected.sum())} most-covered patch(es) instead", stacklevel=2)
+
+    # float32: torch's SVD has no half-precision kernels, and fp16 tokens lose the small singular values
+    dtype, device = cls_token.dtype, patch_tokens.device
+    X = torch.cat([cls_token.to(device)[None], patch_tokens[selected]]).float()   # [1 + n, D]
+    if device.type == "mps":   # no SVD kernel on MPS
+        X = X.cpu()
+    U, S, Vt = torch.linalg.svd(X, full_matrices=False)
+    k_eff = min(k, S.shape[0])
+    S_new = S.clone()
+    S_new[:k_eff] = S[:k_eff] * scale
+    X_new = U @ torch.diag(S_new) @ Vt
+
+    weights = torch.cat([torch.ones(1, device=X.device), w[selected].to(X.device)])
+    weights = weights / weights.sum()
+    emb = (weights[:, None] * X_new).sum(dim=0)
+    norm = emb.norm()
+    if not torch.isfinite(norm) or norm < 1e-12:
+        raise ValueError(f"the manipulated embedding has zero norm ({mode} with scale {scale} removed every "
+                         f"component); use k < {S.shape[0]} or a non-zero {'alpha' if mode == 'suppress' else 'beta'}")
+    emb = (emb / norm).to(device=device, dtype=dtype)
+
+    # rank as torch.linalg.matrix_rank counts it: scaling every non-negligible singular value alike is a no-op
+    rank = int((S > S[0] * max(X.shape) * torch.finfo(S.dtype).eps).sum())
+    no_op = scale == 1.0 or k_eff >= rank
+    if no_op and scale != 1.0:
+        warnings.warn(f"k={k} reaches all {rank} non-zero singular values of the {X.shape[0]}x{X.shape[1]} "
+                      f"matrix [CLS; {X.shape[0] - 1} patches]: all are scaled by {scale} and the L2 "
+                      f"normalisation cancels it, so '{mode}' changes nothing. Use k < {rank} or a bigger mask",
+                      stacklevel=2)
+    if not return_info:
+        return emb
+    info = dict(mode=mode, scale=scale, k_requested=k, k_effective=k_eff, n_rows=X.shape[0],
+                n_patches=X.shape[0] - 1, n_singular=S.shape[0], rank=rank, no_op=bool(no_op),
+                fallback=bool(fallback), patch_indices=torch.nonzero(selected).flatten().tolist(),
+                topk_energy=float((S[:k_eff] ** 2).sum() / (S ** 2).sum()))
+    return emb, info
+
+
+# -----------------------------------------------------------------------------
+# mixing (plan steps 6-7)
+
+def _mix(parts):
+    """L2-normalised sum of weight * embedding; parts = [(embedding name, embedding, weight name, weight)]."""
+    embs, weights = {}, {}
+    for name, emb, weight_name, weight in parts:
+        emb = torch.as_tensor(emb)
+        if emb.ndim != 1:
+            raise ValueError(f"{name} must be an embedding [D], got shape {tuple(emb.shape)}")
+        if not torch.isfinite(emb).all():
+            raise ValueError(f"{name} contains NaN or Inf; check the step that produced it")
+        if not np.isfinite(float(weight)):
+            raise ValueError(f"mixing weight {weight_name} must be a finite number, got {weight}")
+        embs[name], weights[weight_name] = emb, float(weight)
+    if len({e.shape for e in embs.values()}) != 1:
+        raise ValueError("embeddings differ in shape: " + ", ".join(f"{n} {tuple(e.shape)}" for n, e in embs.items()))
+    listed = ", ".join(f"{n}={w:g}" for n, w in weights.items())
+    total = sum(weights.values())
+    if abs(total - 1.0) >= 0.01:
+        warnings.warn(f"mixing weights sum to {total:g}, not 1 ({listed}); the result is L2-normalised anyway",
+                      stacklevel=3)
+    first = next(iter(embs.values()))
+    mixed = sum(w * e.to(first.device).float() for w, e in zip(weights.values(), embs.values()))
+    norm = mixed.norm()
+    if norm < 1e-6:
+        raise ValueError(f"the mixed embedding has ~0 norm with weights {listed}; the weighted parts cancel or "
+                         "are zero: give more weight to the non-zero ones")
+    return (mixed / norm).to(first.dtype)
+
+
+def mix_embeddings(normal, boost, suppress, bg, w_direct=0.4, w_boost=0.4, w_suppress=0.1, w_bg=0.1):
+    """E_final [768] = MIX_DIRECT*normal + MIX_BETA*boost + MIX_ALPHA*suppress + MIX_GAMMA*bg, L2-normalised.
+
+    normal is the plain CLIP embedding of the edited image. Warns when the weights do not sum to 1 (within
+    0.01); raises ValueError when an input holds NaN/Inf or the mix cancels to ~0 norm.
+    """
+    return _mix([("normal", normal, "w_direct", w_direct), ("boost", boost, "w_boost", w_boost),
+                 ("suppress", suppress, "w_suppress", w_suppress), ("bg", bg, "w_bg", w_bg)])
+
+
+def combine_manipulated_embeddings(emb_suppress, emb_boost, emb_bg, alpha=0.2, beta=0.5, gamma=0.3):
+    """The plan's three-way mix (Task 1.3): alpha*E_suppress + beta*E_boost + gamma*E_bg, L2-normalised [768]."""
+    return _mix([("emb_suppress", emb_suppress, "alpha", alpha), ("emb_boost", emb_boost, "beta", beta),
+                 ("emb_bg", emb_bg, "gamma", gamma)])

@@ -83,10 +83,10 @@ CHECKPOINTS = {c.name: c for c in [
         min_bytes=500_000_000,
     ),
     Checkpoint(
-        name="roberta", what="roberta-base tokenizer and config, which laion-clap builds its text branch from",
+        name="roberta", what="roberta-base tokenizer and config, which laion-clap builds its text branch from; ~2 MiB",
         hf_repo="roberta-base",
-        hf_files=("config.json", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-                  "model.safetensors"),
+        # config and tokenizer only: the text branch's weights come from the CLAP checkpoint itself
+        hf_files=("config.json", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json"),
     ),
 ]}
 

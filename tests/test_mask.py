@@ -1,0 +1,216 @@
+"""mask.py against sam2's own SAM2ImagePredictor, with a tiny random-weight SAM2 built on purpose."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mask
+from model import checkpoints as ck
+from util import load_image_rgb
+
+W, H = 80, 56   # non-square, so a swapped x/y or H/W shows up
+
+
+@pytest.fixture(scope="module")
+def seg():
+    return mask.tiny_sam2_predictor(seed=0)
+
+
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 60, size=(H, W, 3), dtype=np.uint8)
+    pixels[10:40, 20:50] = (220, 180, 40)       # an "object" on a dark background
+    path = tmp_path_factory.mktemp("img") / "scene.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def direct(seg, image_path, coords, labels, multimask_output):
+    """sam2's predictor called by hand, as its README does."""
+    predictor = seg.predictor
+    predictor.set_image(np.array(load_image_rgb(image_path)))
+    with torch.no_grad():
+        return predictor.predict(point_coords=np.asarray(coords), point_labels=np.asarray(labels),
+                                 multimask_output=multimask_output)
+
+
+def test_get_mask_equals_direct_sam2_call(seg, image_path):
+    m = mask.get_mask(image_path, 10, 10, 1, predictor=seg)
+    masks, _, _ = direct(seg, image_path, [[10, 10]], [1], multimask_output=False)
+    assert m.dtype == np.float32 and m.shape == (H, W)
+    assert set(np.unique(m)) == {0.0, 1.0}   # random weights, but this point gives a partial mask
+    np.testing.assert_array_equal(m, masks[0].astype(np.float32))
+
+
+def test_several_points_with_negative_labels_equal_direct_call(seg, image_path):
+    xs, ys, labels = [65, 26, 36], [44, 6, 16], [1, 1, 0]
+    m = mask.get_mask(image_path, xs, ys, labels, predictor=seg)
+    masks, _, _ = direct(seg, image_path, np.stack([xs, ys], 1), labels, multimask_output=False)
+    assert m.shape == (H, W) and 0 < m.mean() < 1
+    np.testing.assert_array_equal(m, masks[0])
+    # the negative label reaches SAM2: as a positive point it gives another mask
+    assert not np.array_equal(m, mask.get_mask(image_path, xs, ys, 1, predictor=seg))
+    # a scalar label is broadcast to every point
+    np.testing.assert_array_equal(mask.get_mask(image_path, xs[:2], ys[:2], 1, predictor=seg),
+                                  mask.get_mask(image_path, xs[:2], ys[:2], [1, 1], predictor=seg))
+
+
+def test_get_masks_keeps_best_scoring_of_three(seg, image_path):
+    pil = load_image_rgb(image_path).transpose(Image.FLIP_LEFT_RIGHT)
+    got = mask.get_masks([image_path, pil], 10, 10, [1], predictor=seg)
+    assert len(got) == 2
+    masks, scores, _ = direct(seg, image_path, [[10, 10]], [1], multimask_output=True)
+    assert masks.shape == (3, H, W)
+    # otherwise "take the first" would pass too
+    assert np.argmax(scores) != 0 and not np.array_equal(masks[0], masks[np.argmax(scores)])
+    assert got[0].dtype == np.float32 and got[0].shape == (H, W)
+    np.testing.assert_array_equal(got[0], masks[np.argmax(scores)])
+    # the second image went through set_image itself (a PIL image), not the first one's encoding
+    seg.predictor.set_image(np.array(pil))
+    masks, scores, _ = seg.predictor.predict(np.array([[10, 10]]), np.array([1]), multimask_output=True)
+    np.testing.assert_array_equal(got[1], masks[np.argmax(scores)])
+
+
+def test_get_masks_per_image_points(seg, image_path):
+    got = mask.get_masks([image_path, image_path], [30, [30, 5]], [20, [20, 50]], [1, [1, 0]], predictor=seg)
+    masks, scores, _ = direct(seg, image_path, [[30, 20], [5, 50]], [1, 0], multimask_output=True)
+    np.testing.assert_array_equal(got[1], masks[np.argmax(scores)])
+    with pytest.raises(ValueError, match="one per image"):
+        mask.get_masks([image_path, image_path], [30], [20], 1, predictor=seg)
+
+
+def test_predict_reuses_the_encoding(seg, image_path):
+    seg.set_image(image_path)
+    assert seg.image_size == (W, H)
+    embedding = seg.predictor.get_image_embedding()
+    for x, y in [(10, 10), (60, 40)]:
+        masks, scores = seg.predict([[x, y]], [1])
+        assert masks.shape == (1, H, W) and scores.shape == (1,)
+    assert seg.predictor.get_image_embedding() is embedding   # no re-encode per click
+
+
+def test_point_outside_image_names_the_size(seg, image_path):
+    for x, y in [(W, 10), (10, H), (-1, 10), (10, float("nan"))]:
+        with pytest.raises(ValueError, match=f"{W} x {H}") as err:
+            mask.get_mask(image_path, x, y, predictor=seg)
+        assert "verify_masks.py" in str(err.value) and "scene.png" in str(err.value)
+    with pytest.raises(ValueError, match=f"{W} x {H}"):
+        mask.get_masks([image_path], 10, 500, predictor=seg)
+    seg.set_image(image_path)   # the interactive path: set once, then a click off the image
+    with pytest.raises(ValueError, match=f"x={W + 5}.* {W} x {H}"):
+        seg.predict([[W + 5, 1]], [1])
+
+
+def test_bad_labels_and_lengths(seg, image_path):
+    with pytest.raises(ValueError, match="1 .*or 0"):
+        mask.get_mask(image_path, 30, 20, 2, predictor=seg)
+    with pytest.raises(ValueError, match="1 .*or 0"):
+        mask.get_mask(image_path, [30, 40], [20, 20], [1, -1], predictor=seg)
+    with pytest.raises(ValueError, match="label"):
+        mask.get_mask(image_path, [30, 40], [20, 20], [1, 0, 1], predictor=seg)
+    with pytest.raises(ValueError, match="same length"):
+        mask.get_mask(image_path, [30, 40], [20], 1, predictor=seg)
+    with pytest.raises(ValueError, match="at least one"):
+        mask.get_mask(image_path, [], [], 1, predictor=seg)
+
+
+def test_predict_before_set_image_says_what_to_do(seg):
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    fresh = mask.PointSegmenter(SAM2ImagePredictor(seg.predictor.model))
+    with pytest.raises(RuntimeError, match="set_image"):
+        fresh.predict([[1, 1]], [1])
+
+
+def test_real_loader_without_checkpoint_raises_and_builds_nothing(tmp_path, monkeypatch):
+    import sam2.build_sam
+    built = []
+    monkeypatch.setattr(ck, "CHECKPOINT_DIR", tmp_path)
+    # record every build_sam2 call: with no checkpoint there must be none (it would give random weights)
+    monkeypatch.setattr(sam2.build_sam, "build_sam2", lambda *a, **k: built.append((a, k)))
+    mask._load_sam2.cache_clear()
+    with pytest.raises(ck.CheckpointError, match="sam2.1_hiera_large.pt"):
+        mask.load_sam2_predictor(device="cpu")
+    assert built == []
+    assert mask._load_sam2.cache_info().currsize == 0   # a failure is not cached: a later call retries
+
+
+def test_real_loader_never_builds_from_a_path_that_is_gone(tmp_path, monkeypatch):
+    import sam2.build_sam
+    built = []
+    # the registry verified a file that has disappeared since: build_sam2 must still not be reached
+    monkeypatch.setattr(ck, "checkpoint_path", lambda name, **kw: tmp_path / "sam2.1_hiera_large.pt")
+    monkeypatch.setattr(sam2.build_sam, "build_sam2", lambda *a, **k: built.append((a, k)))
+    mask._load_sam2.cache_clear()
+    with pytest.raises(ck.CheckpointError, match="sam2.1_hiera_large.pt"):
+        mask.load_sam2_predictor(device="cpu")
+    assert built == []
+
+
+def test_tiny_predictor_is_cached_and_seeded(seg):
+    assert mask.tiny_sam2_predictor() is seg
+    assert mask.tiny_sam2_predictor(seed=0, device="cpu") is seg
+    rebuilt = mask._tiny_sam2.__wrapped__(0, "cpu")       # bypass the cache: same seed, same weights
+    ref = seg.predictor.model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in rebuilt.predictor.model.state_dict().items())
+    other = mask._tiny_sam2.__wrapped__(1, "cpu").predictor.model.state_dict()
+    assert not all(torch.equal(v, ref[k]) for k, v in other.items())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bfloat16 autocast path)")
+def test_cuda_autocast_gives_float32_binary_mask(image_path):
+    seg = mask.tiny_sam2_predictor(seed=0, device="cuda")
+    m = mask.get_mask(image_path, 30, 20, predictor=seg)
+    assert m.dtype == np.float32 and m.shape == (H, W) and set(np.unique(m)) <= {0.0, 1.0}
+
+
+# -----------------------------------------------------------------------------
+# save_mask_figure
+
+def test_save_mask_figure_panels_stars_and_overlay(image_path, tmp_path):
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+    figures_before = plt.get_fignums()
+    m = np.zeros((H, W), dtype=np.float32)
+    m[10:40, 20:50] = 1
+    path = tmp_path / "sub" / "fig.png"
+    fig = mask.save_mask_figure(image_path, m, path, points=[[30, 20], [5, 50], [60, 10]], labels=[1, 0, 1],
+                                title="cat")
+    assert path.is_file() and Image.open(path).format == "PNG"
+    assert plt.get_fignums() == figures_before   # object API: nothing registered with pyplot
+    image_ax, mask_ax, overlay_ax = fig.axes
+    assert fig._suptitle.get_text() == "cat"
+    # stars: green for label 1, red for label 0, at the given (x, y)
+    stars = {tuple(np.round(c.get_facecolor()[0][:3], 3)): c.get_offsets().tolist() for c in image_ax.collections}
+    assert stars == {tuple(np.round(mcolors.to_rgb("limegreen"), 3)): [[30, 20], [60, 10]],
+                     tuple(np.round(mcolors.to_rgb("red"), 3)): [[5, 50]]}
+    np.testing.assert_array_equal(mask_ax.images[0].get_array(), m > 0.5)
+    rgb = np.asarray(load_image_rgb(image_path), dtype=np.float32) / 255
+    overlay = np.asarray(overlay_ax.images[0].get_array())
+    np.testing.assert_allclose(overlay[m == 0], rgb[m == 0])          # untouched off the mask
+    assert np.all(overlay[m == 1][:, 0] > rgb[m == 1][:, 0] - 1e-6)   # tinted red on it
+    assert not np.allclose(overlay[m == 1], rgb[m == 1])
+
+
+def test_save_mask_figure_without_points_and_from_pil(image_path):
+    fig = mask.save_mask_figure(load_image_rgb(image_path), np.ones((H, W), dtype=bool))
+    assert len(fig.axes) == 3 and len(fig.axes[0].collections) == 0
+    assert "100.0%" in fig.axes[1].get_title()
+
+
+def test_save_mask_figure_never_overwrites(image_path, tmp_path):
+    path = tmp_path / "fig.png"
+    path.write_bytes(b"earlier result")
+    with pytest.raises(FileExistsError, match="fig.png"):
+        mask.save_mask_figure(image_path, np.zeros((H, W)), path)
+    assert path.read_bytes() == b"earlier result"
+
+
+def test_save_mask_figure_size_mismatch_names_both(image_path, tmp_path):
+    with pytest.raises(ValueError, match=f"{H} x {W}.*{W} x {H}"):   # a transposed mask
+        mask.save_mask_figure(image_path, np.zeros((W, H)), tmp_path / "a.png")
+    with pytest.raises(ValueError, match=f"{W} x {H}"):
+        mask.save_mask_figure(image_path, np.zeros((1, H, W)))
+    assert not (tmp_path / "a.png").exists()
+    with pytest.raises(ValueError, match="1 .*or 0"):
+        mask.save_mask_figure(image_path, np.zeros((H, W)), points=[[1, 1]], labels=[2])
