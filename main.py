@@ -319,7 +319,10 @@ class Models:
     def __init__(self, cfg):
         from util import get_device
         self.smoke = bool(cfg["SMOKE"])
-        self.device = get_device(cfg["DEVICE"] or None)
+        try:
+            self.device = get_device(cfg["DEVICE"] or None)
+        except RuntimeError as err:   # DEVICE='cuda' on a machine without one
+            raise UserError(f"DEVICE={cfg['DEVICE']!r}: {err}") from err
         self.config_path = Path(cfg["CONFIG_PATH"])
         self.checkpoint_path = Path(cfg["CHECKPOINT_PATH"])
 

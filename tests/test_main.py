@@ -240,3 +240,25 @@ def test_the_shipped_example_manifest_parses():
     images, prompts = main.prepare_inputs(cfg)
     assert [p.name for p in images] == ["original.jpg", "edited.jpg"]
     assert prompts[1] == ("astronaut", [[410.0, 130.0], [370.0, 460.0]], [1, 1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_one_is_a_clear_error(tmp_path, capsys):
+    assert main.main([f"--OUTPUT_DIR={tmp_path}", "--DEVICE=cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "DEVICE='cuda'" in err and "CUDA is not available" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plan_helpers_agree_with_the_batched_step7():
+    # generate_baseline_audio / manipulated_image_to_audio (the plan's helpers) run SSV2A one call at a time;
+    # with I_1's own CLIP embedding in slot 0 the manipulated path must give I_1's baseline audio
+    cfg = main.default_config()
+    main.parse_args(["--smoke", "--DURATION=0.5", "--DDIM_STEPS=2"], cfg)
+    models = main.Models(cfg)
+    edited = ROOT / "images" / "edited.jpg"
+    baseline = main.generate_baseline_audio([edited], models, cfg)
+    cls_1 = main.step2_clip_tokens([ROOT / "images" / "original.jpg", edited], models)["cls_1"]
+    manipulated = main.manipulated_image_to_audio(edited, cls_1, models, cfg)
+    assert baseline.shape == (1, 8000) and manipulated.shape == (8000,)
+    np.testing.assert_allclose(manipulated, baseline[0], atol=1e-5)
