@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.checkpoints import CheckpointError, checkpoint_path, hf_model_dir
+from model.checkpoints import CheckpointError, check_tokenizer, checkpoint_path, hf_model_dir
 from util import get_device
 
 CLAP_DIM = 512                 # joint audio-text embedding width of every LAION-CLAP model
@@ -155,23 +155,8 @@ def load_clap_weights(model, path):
 
 
 def check_roberta_tokenizer(tokenizer, vocab_size=None):
-    """Raise CheckpointError when the RoBERTa tokenizer is silently empty.
-
-    transformers 5 offline returns a 5-token tokenizer from from_pretrained('roberta-base') instead of
-    failing; every label would then encode to the same ids and every label get the same probability.
-    """
-    size = len(tokenizer)
-    problems = []
-    if size < 257:
-        problems.append(f"it has only {size} entries (a byte-level BPE tokenizer has at least 257)")
-    if vocab_size is not None and not 0.9 * vocab_size <= size <= vocab_size:
-        problems.append(f"it has {size} entries but the text branch embeds {vocab_size} token ids")
-    if tokenizer("a dog barking").input_ids == tokenizer("a cat meowing").input_ids:
-        problems.append("'a dog barking' and 'a cat meowing' encode to the same ids")
-    if problems:
-        raise CheckpointError("the RoBERTa tokenizer for CLAP is empty or broken: " + "; ".join(problems) + ".\n"
-                              "  Fix, on a machine with internet: python -m model.checkpoints roberta")
-    return tokenizer
+    """CheckpointError when the RoBERTa tokenizer is silently empty: every label would get the same probability."""
+    return check_tokenizer(tokenizer, "roberta", vocab_size, where="the RoBERTa tokenizer for CLAP")
 
 
 # -----------------------------------------------------------------------------

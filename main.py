@@ -242,13 +242,12 @@ def parse_prompts(prompts):
 
 
 def check_points(image_path, points, name):
+    from mask import check_points_inside
     from util import load_image_rgb
-    width, height = load_image_rgb(image_path).size
-    for x, y in points:
-        if not (0 <= x < width and 0 <= y < height):
-            raise UserError(f"SAM2_PROMPTS[{name!r}] point ({x:g}, {y:g}) is outside {image_path} "
-                            f"({width}x{height} pixels). Find the point with: python verify_masks.py "
-                            f"--image {image_path} --interactive")
+    try:
+        check_points_inside(points, load_image_rgb(image_path).size, str(image_path))
+    except ValueError as err:
+        raise UserError(f"SAM2_PROMPTS[{name!r}]: {err}") from err
 
 
 def eval_labels(cfg, removed, added):
@@ -468,17 +467,20 @@ def step6_mix(normal_clip, emb_boost, emb_suppress, emb_bg, cfg):
     return emb_final
 
 
-def detect_sources(images, models):
-    """YOLO on I_0 and I_1 -> SSV2A remix slots [2, 64, 768] with each image's own CLIP in slot 0."""
+def detect_sources(images, tok, models):
+    """YOLO on I_0 and I_1 -> SSV2A remix slots [2, 64, 768], slot 0 = each image's CLS from step 2."""
+    import torch
     from model.detect import image_remix_slots
     model, preprocess = models.clip
+    # the CLS tokens are the plain CLIP embeddings SSV2A puts in slot 0: no second CLIP pass over the images
+    global_embs = torch.stack([tok["cls_0"], tok["cls_1"]])
     slots, detections = image_remix_slots(images, yolo=models.yolo, clip_model=model, preprocess=preprocess,
-                                          detector_cfg=models.ssv2a.config["detector"], slot=models.ssv2a.slot,
-                                          device=models.device)
+                                          detector_cfg=models.ssv2a.config["detector"], global_embs=global_embs,
+                                          slot=models.ssv2a.slot, device=models.device)
     return slots, detections
 
 
-def step7_audio(images, emb_finals, models, cfg, sources=None):
+def step7_audio(images, tok, emb_finals, models, cfg, sources=None):
     """Hybrid SSV2A: baselines (I_0, I_1 as SSV2A hears them) and I_1's slots with slot 0 = E_final.
 
     emb_finals: [n, 768] manipulated embeddings (one per setting). Returns (audio [2 + n, samples] numpy,
@@ -489,7 +491,7 @@ def step7_audio(images, emb_finals, models, cfg, sources=None):
     import torch
     from model.pipeline import slots_to_audio
     print("\n=== STEP 7: audio via hybrid SSV2A (YOLO -> slots -> cycle_mix -> AudioLDM) ===")
-    slots_base, detections = sources if sources is not None else detect_sources(images, models)
+    slots_base, detections = sources if sources is not None else detect_sources(images, tok, models)
     slots_manip = slots_base[1:2].repeat(len(emb_finals), 1, 1)
     slots_manip[:, 0] = emb_finals.to(slots_manip)   # plan step 8.2: our embedding is the global context
     slots = torch.cat([slots_base, slots_manip])
@@ -575,7 +577,7 @@ def main_pipeline(cfg, models, run_dir, images, prompts):
         with timer("step6_mix"):
             emb_final = step6_mix(tok["cls_1"], emb_boost, emb_suppress, emb_bg, cfg)
         with timer("step7_audio"):
-            audio, claps, slots, detections = step7_audio(images, emb_final[None], models, cfg)
+            audio, claps, slots, detections = step7_audio(images, tok, emb_final[None], models, cfg)
 
         sr = sample_rate(models)
         audios = dict(zip(AUDIO_NAMES, audio))
@@ -615,7 +617,7 @@ def run_record(cfg, models, images, prompts, timings, caught):
     import torch
     return {
         "command": " ".join(sys.argv),
-        "started": datetime.now().isoformat(timespec="seconds"),
+        "finished": datetime.now().isoformat(timespec="seconds"),
         "config": cfg,
         "images": {"original": str(images[0]), "edited": str(images[1])},
         "removed": prompts[0][0], "added": prompts[1][0],
@@ -663,7 +665,7 @@ def run_sweep(cfg, models, run_dir, images, prompts):
         with timer("shared: masks, tokens, detection"):
             M_neg, M_pos = step1_masks(images, prompts, models, run_dir)
             tok = step2_clip_tokens(images, models)
-            sources = detect_sources(images, models)
+            sources = detect_sources(images, tok, models)
         emb_finals, infos = [], []
         with timer("per setting: steps 3-6"):
             for setting in settings:
@@ -675,7 +677,7 @@ def run_sweep(cfg, models, run_dir, images, prompts):
                 emb_finals.append(step6_mix(tok["cls_1"], emb_boost, emb_suppress, emb_bg, s_cfg))
                 infos.append(info)
         with timer("per setting: cycle_mix + AudioLDM"):
-            audio, claps, _, detections = step7_audio(images, torch.stack(emb_finals), models, cfg, sources)
+            audio, claps, _, detections = step7_audio(images, tok, torch.stack(emb_finals), models, cfg, sources)
         sr = sample_rate(models)
         with timer("evaluation"):
             scores = evaluation.score_audios({i: a for i, a in enumerate(audio)}, labels, models.clap, sample_rate=sr)
@@ -702,7 +704,8 @@ def run_sweep(cfg, models, run_dir, images, prompts):
                   outputs=sorted(p.name for p in run_dir.iterdir()) + ["run.json"])
     write_json(run_dir / "run.json", record)
     best = max(rows, key=lambda r: r["target"])
-    print(f"\nBest target (P(added) - P(removed), manipulated) {best['target']:.4f} at {setting_name({k: best[k] for k in cfg['SWEEP']})}")
+    best_setting = setting_name({k: best[k] for k in cfg["SWEEP"]})
+    print(f"\nBest target (P(added) - P(removed), manipulated) {best['target']:.4f} at {best_setting}")
     print(f"Sweep table: {run_dir / 'sweep.csv'}; heat map: {run_dir / 'sweep_heatmap.png'}")
     return rows
 

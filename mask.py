@@ -80,7 +80,7 @@ class PointSegmenter:
             raise RuntimeError("PointSegmenter.predict() needs an image: call set_image(image) first")
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         labels = _check_labels(labels, len(points))
-        _check_inside(points, self.image_size, self.image_name)
+        check_points_inside(points, self.image_size, self.image_name)
         with torch.no_grad(), self._autocast():
             masks, scores, _ = self.predictor.predict(point_coords=points, point_labels=labels,
                                                       multimask_output=multimask_output)
@@ -102,15 +102,16 @@ def _check_labels(labels, n_points):
     return labels.astype(np.int32)
 
 
-def _check_inside(points, image_size, image_name=None):
+def check_points_inside(points, image_size, image_name=None):
+    """ValueError naming the image size when an (x, y) point lies off the image (SAM2 would silently clamp it)."""
     width, height = image_size
     for x, y in points:
         if not (0 <= x < width and 0 <= y < height):
             name = f" {image_name}" if image_name else ""
             raise ValueError(
                 f"point (x={x:g}, y={y:g}) is outside the image{name} of {width} x {height} pixels (W x H): "
-                f"x must be in [0, {width}), y in [0, {height}). Find the object's coordinates with "
-                f"`python verify_masks.py --image <image> --x X --y Y` (or `python verify_masks.py` to click)")
+                f"x must be in [0, {width}) counted from the left edge, y in [0, {height}) from the top. Find the "
+                f"object's coordinates with `python verify_masks.py --image <image> --interactive`")
 
 
 def _points(point_x, point_y):
@@ -196,7 +197,7 @@ def get_mask(image_path, point_x, point_y, point_labels=1, predictor=None):
     points = _points(point_x, point_y)
     labels = _check_labels(point_labels, len(points))
     rgb, name = _image_and_name(image_path)
-    _check_inside(points, rgb.size, name)   # before the encode, which takes seconds with the real model
+    check_points_inside(points, rgb.size, name)   # before the encode, which takes seconds with the real model
     seg.set_image(rgb, name=name)
     masks, _ = seg.predict(points, labels, multimask_output=False)
     return masks[0]
@@ -223,7 +224,7 @@ def get_masks(images, x, y, labels=1, predictor=None):
         points = _points(xi, yi)
         point_labels = _check_labels(li, len(points))
         rgb, name = _image_and_name(image)
-        _check_inside(points, rgb.size, name)
+        check_points_inside(points, rgb.size, name)
         seg.set_image(rgb, name=name)
         masks, scores = seg.predict(points, point_labels, multimask_output=True)
         result.append(masks[int(np.argmax(scores))])

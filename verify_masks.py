@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mask import _segmenter, get_mask, load_sam2_predictor, save_mask_figure, tiny_sam2_predictor
+from mask import _segmenter, check_points_inside, get_mask, load_sam2_predictor, save_mask_figure, tiny_sam2_predictor
 from util import load_image_rgb
 
 DEFAULT_IMAGE = "images/original.jpg"   # main.py's default I_0
@@ -45,16 +45,6 @@ def prompt_line(name, xs, ys, labels):
         raise ValueError("no points yet: a SAM2_PROMPTS entry needs at least one point on the object")
     entry = {"x": [_num(v) for v in xs], "y": [_num(v) for v in ys], "labels": [int(v) for v in labels]}
     return f"{json.dumps(str(name))}: {json.dumps(entry)},"
-
-
-def check_points_inside(xs, ys, image_size, image_name="the image"):
-    """ValueError naming the image size when a point lies off the image (SAM2 would silently clamp it)."""
-    width, height = image_size
-    for x, y in zip(xs, ys):
-        if not (0 <= x < width and 0 <= y < height):
-            raise ValueError(f"point (x={_num(x)}, y={_num(y)}) is outside {image_name}, which is {width} x {height} "
-                             f"pixels (W x H): x must be in [0, {width}) and y in [0, {height}) "
-                             "(x counts from the left edge, y from the top)")
 
 
 def describe_mask(mask):
@@ -131,7 +121,7 @@ class ClickSession:
 
     def __init__(self, image, predictor=None, ax=None, on_finish=None):
         self.image = load_image_rgb(image)
-        self.image_name = str(image) if isinstance(image, (str, Path)) else "the image"
+        self.image_name = str(image) if isinstance(image, (str, Path)) else None
         self.stem = Path(image).stem if isinstance(image, (str, Path)) else "image"   # for figure file names
         self.seg = _segmenter(predictor)
         self.points, self.labels = [], []   # [[x, y], ...] integer pixels; 1 / 0 per point
@@ -167,7 +157,7 @@ class ClickSession:
     def add_point(self, x, y, label=1):
         if label not in (0, 1):
             raise ValueError(f"label must be 1 (on the object) or 0 (not on it), got {label}")
-        check_points_inside([x], [y], self.size, self.image_name)
+        check_points_inside([(x, y)], self.size, self.image_name)
         self.points.append([_num(x), _num(y)])
         self.labels.append(int(label))
         self._update()
@@ -266,7 +256,7 @@ def _click_window(session):
     with plt.rc_context(keymaps):
         fig, ax = plt.subplots(figsize=(10, 8))
         if fig.canvas.manager is not None:
-            fig.canvas.manager.set_window_title(f"verify_masks: {session.image_name}")
+            fig.canvas.manager.set_window_title(f"verify_masks: {session.image_name or 'image'}")
         session.on_finish = lambda: plt.close(fig)
         session.attach(ax)
         fig.canvas.mpl_connect("button_press_event", session.on_click)
@@ -398,7 +388,7 @@ def main(argv=None):
         except (FileNotFoundError, ValueError) as err:
             return fail(err)
         try:
-            check_points_inside(xs, ys, size, image)
+            check_points_inside(list(zip(xs, ys)), size, image)
         except ValueError as err:
             return fail(err)
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model import checkpoints
 from model.checkpoints import CheckpointError, hf_model_dir
 from util import get_device
 
@@ -42,32 +43,9 @@ ORIGINAL_TOKEN_LENGTH = 77   # the original pads CLAP text to 77 tokens (attenti
 # loaders
 
 def check_tokenizer(tokenizer, text_encoder=None, where="the AudioLDM tokenizer"):
-    """Raise CheckpointError when a tokenizer is silently empty.
-
-    With transformers 5 offline, RobertaTokenizer.from_pretrained('roberta-base') returns a tokenizer of
-    5 special tokens instead of failing: every text then encodes to the same ids and the model runs on
-    nonsense without a single error. A byte-level BPE tokenizer has at least 256 entries (one per byte),
-    its size matches the text encoder's embedding table, and different texts encode differently.
-    """
-    size = len(tokenizer)
-    problems = []
-    if size < 256 + 1:
-        problems.append(f"it has only {size} entries (a byte-level BPE tokenizer has at least 257)")
-    if text_encoder is not None:
-        rows = text_encoder.config.vocab_size
-        if size > rows or size < 0.9 * rows:
-            problems.append(f"it has {size} entries but the text encoder embeds {rows} token ids")
-    ids_a = tokenizer("a dog barks").input_ids
-    ids_b = tokenizer("").input_ids
-    if ids_a == ids_b:
-        problems.append(f"'a dog barks' and '' both encode to {ids_a}")
-    if problems:
-        raise CheckpointError(
-            f"{where} is empty or broken: " + "; ".join(problems) + ".\n"
-            f"  The tokenizer files (vocab.json, merges.txt) are missing from the local copy of {AUDIOLDM_REPO}.\n"
-            f"  Fix, on a machine with internet: python -m model.checkpoints audioldm"
-            f"   (or: huggingface-cli download {AUDIOLDM_REPO})")
-    return tokenizer
+    """CheckpointError when AudioLDM's tokenizer is silently empty (see model.checkpoints.check_tokenizer)."""
+    vocab_size = text_encoder.config.vocab_size if text_encoder is not None else None
+    return checkpoints.check_tokenizer(tokenizer, "audioldm", vocab_size, where=where)
 
 
 @functools.lru_cache(maxsize=None)

@@ -193,6 +193,33 @@ def _hf_message(ckpt, cause):
     ])
 
 
+def check_tokenizer(tokenizer, name, vocab_size=None, where=None):
+    """Raise CheckpointError when a byte-level BPE tokenizer from checkpoint `name` is silently empty.
+
+    With transformers 5 offline, RobertaTokenizer.from_pretrained on a folder without vocab.json/merges.txt
+    returns a tokenizer of 5 special tokens instead of failing: every text then encodes to the same ids and
+    the model runs on nonsense without an error. A byte-level BPE tokenizer has at least 257 entries (one per
+    byte, plus specials), fits its text encoder's embedding table (vocab_size), and tells texts apart.
+    """
+    ckpt = _entry(name)
+    size = len(tokenizer)
+    problems = []
+    if size < 256 + 1:
+        problems.append(f"it has only {size} entries (a byte-level BPE tokenizer has at least 257)")
+    if vocab_size is not None and not 0.9 * vocab_size <= size <= vocab_size:
+        problems.append(f"it has {size} entries but the text encoder embeds {vocab_size} token ids")
+    ids_a, ids_b = tokenizer("a dog barks").input_ids, tokenizer("").input_ids
+    if ids_a == ids_b:
+        problems.append(f"'a dog barks' and '' both encode to {ids_a}")
+    if problems:
+        raise CheckpointError(
+            f"{where or 'the tokenizer of ' + ckpt.hf_repo} is empty or broken: " + "; ".join(problems) + ".\n"
+            f"  The tokenizer files (vocab.json, merges.txt) are missing from the local copy of {ckpt.hf_repo}.\n"
+            f"  Fix, on a machine with internet: {FETCH_HINT.format(name=name)}"
+            f"   (or: huggingface-cli download {ckpt.hf_repo})")
+    return tokenizer
+
+
 def status(name):
     """One line saying whether a checkpoint is present, without downloading or hashing."""
     ckpt = _entry(name)

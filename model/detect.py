@@ -315,9 +315,8 @@ def image_remix_slots(images, yolo=None, clip_model=None, preprocess=None, detec
         raise ValueError("pass the preprocess that belongs to the CLIP model you passed")
 
     detections = detect_objects(images, yolo, detector_cfg, device)
-    pixels = [util.load_image_rgb(im) for im in images]
     if global_embs is None:
-        global_embs = util.clip_image_embeddings(pixels, model=clip_model, preprocess=preprocess)
+        global_embs = util.clip_image_embeddings(images, model=clip_model, preprocess=preprocess)
     elif global_embs.dim() != 2 or global_embs.shape[0] != len(images):
         raise ValueError(f"global_embs must be [{len(images)}, D] for {len(images)} images, "
                          f"got {tuple(global_embs.shape)}")

@@ -9,6 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -54,3 +56,29 @@ def _guarded_connect_ex(self, address):
 # CI has no network; a test that silently depends on a download must fail here too.
 socket.socket.connect = _guarded_connect
 socket.socket.connect_ex = _guarded_connect_ex
+
+
+@pytest.fixture
+def net_attempts(monkeypatch):
+    """Records (and refuses) every non-local connect and DNS lookup, including ones a library would swallow.
+
+    The guard above turns a download into an error, but loaders catch that error and report a missing file;
+    this list shows whether they tried the network at all.
+    """
+    attempts = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self, address):
+        attempts.append(address)
+        raise NetworkAccessError(f"network access in a test: {address!r}")
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in ("localhost", "127.0.0.1", "::1", None):
+            attempts.append(host)
+            raise socket.gaierror(f"DNS lookup in a test: {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return attempts

@@ -82,7 +82,8 @@ def test_point_outside_the_image_and_missing_image(tmp_path, capsys):
                       "--SAM2_PROMPTS={'cat': {'x': 700, 'y': 10}, 'duck': {'x': 5, 'y': 5}}"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "(700, 10) is outside" in err and "672x672" in err and "verify_masks.py" in err
+    assert "SAM2_PROMPTS['cat']: point (x=700, y=10) is outside" in err and "672 x 672" in err
+    assert "verify_masks.py" in err
     assert main.main(["--smoke", f"--OUTPUT_DIR={tmp_path}", "--ORIGINAL=nope.jpg"]) == 2
     assert "image not found: nope.jpg" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []   # no run folder for a run that never started

@@ -3,7 +3,6 @@
 The tiny pipeline is the real diffusers class with small random components, so every test below runs the
 real denoising loop, VAE decoder and HiFi-GAN vocoder; only durations and step counts are kept short.
 """
-import socket
 
 import numpy as np
 import pytest
@@ -215,7 +214,7 @@ def test_check_tokenizer_rejects_a_tokenizer_that_does_not_fit_the_text_encoder(
 # load_audioldm (offline, against a Hugging Face cache in tmp_path)
 
 @pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
+def hf_cache(tmp_path, monkeypatch, net_attempts):
     """An empty Hugging Face cache in tmp_path, a fresh loader cache, and a record of network attempts.
 
     huggingface_hub reads HF_HUB_CACHE into huggingface_hub.constants at import, so the environment
@@ -228,25 +227,8 @@ def hf_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hub))
 
-    attempts = []
-
-    def refuse(self, address, *args):
-        attempts.append(address)
-        raise ConnectionError(f"network access in a test: {address!r}")
-
-    real_getaddrinfo = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in ("localhost", "127.0.0.1", "::1", None):
-            attempts.append(host)
-            raise socket.gaierror(f"name lookup in a test: {host!r}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     aldm._load_audioldm.cache_clear()
-    yield hub, attempts
+    yield hub, net_attempts
     aldm._load_audioldm.cache_clear()   # a pipe loaded from tmp_path must not outlive the test
 
 

@@ -5,7 +5,6 @@ CLIP class from util.tiny_clip(). `busy` is the tiny YOLO with class biases at 0
 keeps ultralytics' class prior (nothing found), so both the many- and zero-detection paths run on real models.
 """
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,28 +56,6 @@ def busy_all(busy, clip_model):
     slots, dets = detect.image_remix_slots([img], busy, *clip_model, detector_cfg={"top_k": None})
     crop_embs = util.clip_image_embeddings([d.crop for d in dets[0]], model=clip_model[0], preprocess=clip_model[1])
     return img, slots, dets[0], crop_embs
-
-
-@pytest.fixture
-def net_attempts(monkeypatch):
-    """Records (and refuses) every non-local connect and DNS lookup, including ones a library would swallow."""
-    attempts = []
-    real_getaddrinfo = socket.getaddrinfo
-
-    def connect(self, address):
-        attempts.append(address)
-        raise ConnectionError(f"network access in a test: {address!r}")
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host not in ("localhost", "127.0.0.1", "::1", None):
-            attempts.append(host)
-            raise socket.gaierror(f"DNS lookup in a test: {host!r}")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    return attempts
 
 
 # -----------------------------------------------------------------------------
