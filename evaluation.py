@@ -1,22 +1,36 @@
-"""Plan step 9: did the manipulated audio move the way the edit did? CLAP zero-shot scores, a verdict, plots.
+"""Plan step 9: did the manipulated audio move the way the edit did? Two scorers, many seeds, a verdict, plots.
 
-For each audio (baseline_original from I_0, baseline_edited from I_1, manipulated from the SVD embedding)
-LAION-CLAP gives a softmax over text labels ("a cat meowing", "a duck quacking", ...). The verdict asks
-five questions, each answered with its numbers and PASS/FAIL (a FAIL is a research result, not an error):
+The three audios (baseline_original from I_0, baseline_edited from I_1, manipulated from E_final) are made
+for several seeds. Each sound source (the removed one, the added one, the kept ones) gets a score per audio
+and seed from:
 
-    added_increased        P(added)   manipulated > baseline_original
-    removed_decreased      P(removed) manipulated < baseline_original
-    kept_within_tolerance  every kept label: |P manipulated - P baseline_original| <= tolerance
-    closer_to_edited_clap  cosine distance in CLAP audio space: d(manip, edited) < d(manip, original)
-    closer_to_edited_kl    KL(P_edited || P_manip) < KL(P_original || P_manip)
+- the verdict's scorer, the plan's "audio classifier": an AudioSet tagger, the Audio Spectrogram Transformer
+  (MIT/ast-finetuned-audioset-10-10-0.4593, through transformers). Each AudioSet class has its own sigmoid,
+  so scores of different sources do not compete; a source's score is the max over its AudioSet classes
+  (AUDIO_CLASSES in main.py). A source with no AudioSet class is judged on CLAP's score and marked so.
+- a second view, LAION-CLAP zero-shot (HTSAT-tiny + RoBERTa, 630k-audioset-best.pt): a softmax over a closed
+  list of text labels. Weaker evidence: raising P(added) pushes every other label down, and CLAP is the same
+  model family as the embedding that conditions AudioLDM, so it partly measures itself.
 
-The scorer is laion-clap's CLAP module (HTSAT-tiny audio branch, RoBERTa text branch, 630k-audioset-best.pt,
-non-fusion). It is built here instead of through laion_clap.CLAP_Module because that class downloads
+Each check is a paired difference per seed, manipulated - baseline_original, reported as mean ± std, a
+t-based 95% confidence interval and the fraction of seeds where it holds:
+
+    added_increased              score(added) goes up
+    removed_decreased            score(removed) goes down
+    kept_within_tolerance:<s>    |change of score(s)| <= tolerance, for each kept source
+    (CLAP view only) closer_to_edited_clap / closer_to_edited_kl: the manipulated audio is nearer to
+    baseline_edited than to baseline_original in CLAP audio space / in label distribution
+
+A check passes when its mean is on the expected side and is 'confident' when its whole interval is. A
+failing check is a research result, not an error.
+
+The CLAP model is built here instead of through laion_clap.CLAP_Module because that class downloads
 roberta-base weights in its constructor and unpickles its checkpoint with weights_only=False; we build the
 same modules from local configs and load the checkpoint's tensors with torch.load(weights_only=True).
 
-    clap = load_clap()                                # once per process (tiny_clap() for tests / --smoke)
-    results = evaluate_run(audios, labels, "a cat meowing", "a duck quacking", ["a dog barking"], run_dir, clap)
+    classifier, clap = load_ast(), load_clap()       # once per process (tiny_ast(), tiny_clap() for tests)
+    results = evaluate_run(audio, seeds, {"removed": "cat", "added": "duck", "kept": ["dog"]}, run_dir,
+                           classifier, clap, class_map={"cat": ["Cat", "Meow"]}, clap_labels={"cat": "a cat meowing"})
 """
 import functools
 import importlib.util
@@ -32,7 +46,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.checkpoints import CheckpointError, check_tokenizer, checkpoint_path, hf_model_dir
+from model.checkpoints import (CheckpointError, check_tokenizer, checkpoint_path, hf_model_dir, load_torch_file,
+                               state_dict_problems)
 from util import get_device
 
 CLAP_DIM = 512                 # joint audio-text embedding width of every LAION-CLAP model
@@ -122,36 +137,65 @@ def build_clap_model(roberta_config):
     return _assemble_clap(audio_branch, audio_branch.num_features, RobertaModel(roberta_config), audio_cfg)
 
 
+def read_clap_state(path):
+    """(state dict with 'module.' stripped, names of the ignored top-level entries) of a LAION-CLAP checkpoint.
+
+    The release is a training checkpoint: {'epoch', 'name', 'state_dict' (saved from DistributedDataParallel,
+    so every key starts with 'module.'), 'optimizer'} whose optimizer keeps numpy.float64 learning rates. It
+    is read weights-only (numpy scalars allowed, nothing else) and memory-mapped, so the optimizer's tensors
+    are never read into memory.
+    """
+    checkpoint = load_torch_file(path, "clap", what="LAION-CLAP checkpoint", mmap=True)
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        state, ignored = checkpoint["state_dict"], sorted(str(k) for k in checkpoint if k != "state_dict")
+    elif isinstance(checkpoint, dict) and checkpoint and all(hasattr(v, "shape") for v in checkpoint.values()):
+        state, ignored = checkpoint, []   # a bare state dict
+    else:
+        found = ", ".join(sorted(map(str, checkpoint))) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(f"{path} holds no state dict (found {found or 'an empty dict'}); "
+                              "expected LAION-CLAP's 630k-audioset-best.pt")
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return state, ignored
+
+
 def load_clap_weights(model, path):
     """Load a LAION-CLAP checkpoint into model: tensors only, 'module.' prefixes stripped, strict key check."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:   # truncated zip, or objects that weights_only refuses to unpickle
-        raise CheckpointError(f"cannot read the CLAP checkpoint {path}: {type(err).__name__}: {err}\n"
-                              f"  Fix: delete it and fetch it again: python -m model.checkpoints clap") from err
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"{path} holds no state dict (got {type(checkpoint).__name__}); "
-                              "expected LAION-CLAP's 630k-audioset-best.pt")
-    # the released file was saved from a DistributedDataParallel wrapper
-    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    state, ignored = read_clap_state(path)
+    check_clap_state(model, state, path)
     own = model.state_dict()
-    for key in _STALE_KEYS:
-        if key in state and key not in own:
-            del state[key]
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not fit HTSAT-tiny + RoBERTa non-fusion CLAP: {len(missing)} missing keys "
-            f"{missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}.\n"
-            "  Use 630k-audioset-best.pt (not a fusion or PANN checkpoint): python -m model.checkpoints clap")
-    bad_shapes = [k for k in own if own[k].shape != state[k].shape]
-    if bad_shapes:
-        raise CheckpointError(f"{path}: tensors of the wrong shape for {bad_shapes[:4]} "
-                              f"(e.g. {tuple(state[bad_shapes[0]].shape)} vs {tuple(own[bad_shapes[0]].shape)})")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
+    if ignored:
+        print(f"  {Path(path).name}: ignored top-level entries {', '.join(ignored)} (training state)")
     return model
+
+
+def check_clap_state(model, state, path):
+    """CheckpointError naming the keys when state does not fit model (the stale position_ids are allowed)."""
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not (k in _STALE_KEYS and k not in own)}
+    problems = state_dict_problems(own, state)
+    if problems:
+        raise CheckpointError(
+            f"{path} does not fit HTSAT-tiny + RoBERTa non-fusion CLAP: " + "; ".join(problems) + ".\n"
+            "  Use 630k-audioset-best.pt (not a fusion or PANN checkpoint): python -m model.checkpoints clap")
+
+
+def verify_clap_file(path):
+    """Check a LAION-CLAP checkpoint's keys and shapes against HTSAT-tiny + the cached roberta-base config."""
+    from transformers import RobertaConfig
+    state, ignored = read_clap_state(path)
+    model = build_clap_model(RobertaConfig.from_pretrained(hf_model_dir("roberta", download=False)))
+    check_clap_state(model, state, path)
+    return f"{path}: {len(state)} tensors fit HTSAT-tiny + RoBERTa" + (
+        f" (ignored entries: {', '.join(ignored)})" if ignored else "")
+
+
+def verify_roberta_folder(folder):
+    """The roberta-base tokenizer and config that CLAP's text branch is built from, checked for emptiness."""
+    from transformers import RobertaConfig, RobertaTokenizer
+    config = RobertaConfig.from_pretrained(folder)
+    tokenizer = check_roberta_tokenizer(RobertaTokenizer.from_pretrained(folder), vocab_size=config.vocab_size)
+    return f"{folder}: tokenizer of {len(tokenizer)} entries for a {config.vocab_size}-token RoBERTa"
 
 
 def check_roberta_tokenizer(tokenizer, vocab_size=None):
@@ -285,7 +329,186 @@ def tiny_clap(seed=0):
 
 
 # -----------------------------------------------------------------------------
-# scores
+# the AudioSet classifier (the plan's "audio classifier"): Audio Spectrogram Transformer
+
+AST_REPO = "MIT/ast-finetuned-audioset-10-10-0.4593"
+AST_SAMPLE_RATE = 16000        # AudioLDM's own rate: no resampling between generator and classifier
+AUDIOSET_LABELS_FILE = Path(__file__).resolve().parent / "model" / "audioset_labels.csv"
+
+
+@functools.lru_cache(maxsize=None)
+def audioset_labels():
+    """The 527 AudioSet display names in index order (the ontology's class_labels_indices.csv)."""
+    import csv
+    with open(AUDIOSET_LABELS_FILE, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return tuple(r["display_name"] for r in sorted(rows, key=lambda r: int(r["index"])))
+
+
+class AudioClassifier:
+    """An AudioSet tagger: waveforms -> independent per-class probabilities (sigmoid of each class's logit).
+
+    Multi-label, as AudioSet is: P(Cat) and P(Speech) do not compete, so raising one source's score does not
+    lower another's (unlike CLAP's softmax over a closed label list).
+    """
+
+    def __init__(self, model, feature_extractor, device, name):
+        self.model, self.feature_extractor, self.device, self.name = model, feature_extractor, torch.device(device), name
+
+    @property
+    def labels(self):
+        """Class names by index, from the loaded model's own id2label (the authority at run time)."""
+        id2label = self.model.config.id2label
+        return [id2label[i] for i in range(len(id2label))]
+
+    @torch.no_grad()
+    def class_probabilities(self, audios, sample_rate, batch_size=8):
+        """float64 numpy [B, n_classes]: sigmoid(logits) of the model, as transformers' audio-classification
+        pipeline computes them with function_to_apply='sigmoid'."""
+        waves = _mono_list(audios)
+        rate = int(self.feature_extractor.sampling_rate)
+        if int(sample_rate) != rate:
+            from scipy.signal import resample_poly
+            g = math.gcd(int(sample_rate), rate)
+            waves = [resample_poly(w, rate // g, int(sample_rate) // g) for w in waves]
+        out = []
+        for i in range(0, len(waves), batch_size):
+            features = self.feature_extractor([w.astype(np.float32) for w in waves[i:i + batch_size]],
+                                              sampling_rate=rate, return_tensors="pt")
+            x = features["input_values"].to(self.device, self.model.dtype)
+            out.append(torch.sigmoid(self.model(input_values=x).logits.float()).cpu().double().numpy())
+        return np.concatenate(out)
+
+
+def _mono_list(audios):
+    if isinstance(audios, torch.Tensor):
+        audios = audios.detach().cpu().numpy()
+    if isinstance(audios, np.ndarray):
+        if audios.ndim != 2:
+            raise ValueError(f"audios must be [B, n] or a list of 1-D arrays, got an array of shape {audios.shape}")
+        audios = list(audios)
+    waves = [np.asarray(a, dtype=np.float64) for a in audios]
+    for i, w in enumerate(waves):
+        if w.ndim != 1 or w.size == 0 or not np.isfinite(w).all():
+            raise ValueError(f"audio {i} must be a non-empty, finite mono 1-D array, got shape {w.shape}")
+    if not waves:
+        raise ValueError("no audio given")
+    return waves
+
+
+def verify_ast_folder(folder):
+    """Check a local AST snapshot: config with the 527 AudioSet classes, feature extractor, and the weights'
+    keys and shapes against the architecture the config describes (built on the meta device: no memory)."""
+    from safetensors import safe_open
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+    folder = Path(folder)
+    try:
+        config = ASTConfig.from_pretrained(folder)
+        ASTFeatureExtractor.from_pretrained(folder)
+        with torch.device("meta"):
+            expected = ASTForAudioClassification(config).state_dict()
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"the AST classifier in {folder} is unusable ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); python -m model.checkpoints ast") from err
+    problems = state_dict_problems({k: v.shape for k, v in expected.items()}, _ShapeView(shapes))
+    if problems:
+        raise CheckpointError(f"{folder}/model.safetensors does not fit its config: " + "; ".join(problems))
+    if len(config.id2label) != 527:
+        raise CheckpointError(f"{folder} classifies {len(config.id2label)} classes, not AudioSet's 527")
+    return f"{folder}: AST with {len(shapes)} tensors, {len(config.id2label)} AudioSet classes"
+
+
+class _ShapeView(dict):
+    """name -> shape read from a safetensors header, looking like tensors to state_dict_problems."""
+
+    def __getitem__(self, key):
+        return torch.empty(dict.__getitem__(self, key), device="meta")
+
+
+@functools.lru_cache(maxsize=None)
+def _load_ast(device_str):
+    from transformers import ASTFeatureExtractor, ASTForAudioClassification
+    folder = hf_model_dir("ast")
+    print(f"Loading the AudioSet classifier {AST_REPO} from {folder} on {device_str}")
+    try:
+        model = ASTForAudioClassification.from_pretrained(folder, use_safetensors=True)
+        feature_extractor = ASTFeatureExtractor.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot load {AST_REPO} from {folder}: {err}\n"
+                              f"  Fix, on a machine with internet: python -m model.checkpoints ast") from err
+    # fp32 on every device: 86 M parameters cost little, and scores are compared in the third decimal
+    return AudioClassifier(model.to(device_str).eval(), feature_extractor, device_str, name=AST_REPO)
+
+
+def load_ast(device=None):
+    """The real AudioSet classifier (AST, MIT/ast-finetuned-audioset-10-10-0.4593), built once per device."""
+    return _load_ast(str(get_device(device)))
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_ast(seed=0):
+    """A random-weight AST of the same class and interface: the real feature extractor (16 kHz, 128 mel bins,
+    1024 frames), the 527 AudioSet labels, one layer of width 32 instead of twelve of 768. Meaningless scores."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+    labels = audioset_labels()
+    config = ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+                       num_labels=len(labels), id2label=dict(enumerate(labels)),
+                       label2id={n: i for i, n in enumerate(labels)}, initializer_range=0.3)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ASTForAudioClassification(config).eval()
+    return AudioClassifier(model, ASTFeatureExtractor(), "cpu", name=f"tiny random AST (seed {seed})")
+
+
+def resolve_audio_classes(sources, class_map, labels):
+    """Which of the classifier's classes stand for each sound source: (source -> [class names], notes).
+
+    class_map[source] lists AudioSet display names (exact, as the model's id2label spells them); a source
+    missing from class_map is matched by name ('dog' -> 'Dog', 'rooster' -> 'Chicken, rooster'); an empty
+    list, or no match, means the source has no AudioSet class and its checks use CLAP instead (a note says so).
+    ValueError for a name the model does not know, listing the closest ones it does.
+    """
+    import difflib
+    labels = list(labels)
+    resolved, notes = {}, []
+    for source in sources:
+        names = class_map.get(source)
+        if names is None:
+            key = source.strip().lower()
+            names = [lab for lab in labels
+                     if key == lab.lower() or key in [part.strip().lower() for part in lab.split(",")]][:1]
+            if names:
+                notes.append(f"'{source}' -> AudioSet class {names[0]!r} (matched by name)")
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"AUDIO_CLASSES[{source!r}] must be a list of AudioSet class names, got {names!r}")
+        unknown = [n for n in names if n not in labels]
+        if unknown:
+            lower = {lab.lower(): lab for lab in labels}
+            hints = []
+            for n in unknown:
+                close = difflib.get_close_matches(n, labels, n=4, cutoff=0.5)
+                close += [lab for lab in labels if n.lower() in lab.lower() and lab not in close][:4]
+                close = ([lower[n.lower()]] if n.lower() in lower else []) + [c for c in close if c.lower() != n.lower()]
+                hints.append(f"{n!r} (close: {', '.join(repr(c) for c in close[:5]) or 'none'})")
+            raise ValueError(f"AUDIO_CLASSES[{source!r}]: the classifier has no class " + "; ".join(hints)
+                             + ". Use the exact AudioSet display names (model/audioset_labels.csv)")
+        if not names:
+            notes.append(f"'{source}' has no AudioSet class: its checks use CLAP's score instead")
+        resolved[source] = list(names)
+    return resolved, notes
+
+
+def source_scores(class_probs, resolved, labels):
+    """source -> [B] score: the max, over the source's classes, of the independent class probabilities."""
+    index = {name: i for i, name in enumerate(labels)}
+    return {source: class_probs[:, [index[n] for n in names]].max(axis=1)
+            for source, names in resolved.items() if names}
+
+
+# -----------------------------------------------------------------------------
+# CLAP scores
 
 def _as_numpy(x):
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
@@ -331,25 +554,6 @@ def score_audios(audios, labels, clap=None, sample_rate=16000):
             "logit_scale": clap.logit_scale, "clap": clap.name}
 
 
-# -----------------------------------------------------------------------------
-# the verdict
-
-def _check_roles(labels, removed_label, added_label, kept_labels):
-    labels = _check_label_list(labels)
-    for role, label in [("removed_label", removed_label), ("added_label", added_label)]:
-        if label not in labels:
-            raise ValueError(f"{role} {label!r} is not one of the labels {labels}")
-    if removed_label == added_label:
-        raise ValueError(f"removed_label and added_label are both {removed_label!r}")
-    kept_labels = list(kept_labels)
-    for label in kept_labels:
-        if label not in labels:
-            raise ValueError(f"kept label {label!r} is not one of the labels {labels}")
-        if label in (removed_label, added_label):
-            raise ValueError(f"kept label {label!r} is also the removed or added label")
-    return labels, kept_labels
-
-
 def _kl(p, q, eps=1e-12):
     """KL(p || q) in nats; eps keeps hand-made tables with zeros finite."""
     p = np.clip(np.asarray(p, dtype=np.float64), eps, None)
@@ -364,158 +568,284 @@ def _cosine_distance(a, b):
     return float(1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-def verdict(probs, audio_embs, labels, removed_label, added_label, kept_labels, tolerance=0.05):
-    """The five checks of the plan on the three audios' label probabilities and CLAP audio embeddings.
+# -----------------------------------------------------------------------------
+# scoring a run: every audio of every seed, by both scorers
 
-    probs: name -> [L] probabilities; audio_embs: name -> [512]; names are baseline_original,
-    baseline_edited, manipulated. Returns {'checks': {check: {'passed', 'numbers', 'description'}},
-    'n_passed', 'n_checks', 'passed_all', and the inputs that define it}. All numbers are plain floats.
+def score_run(audio, sources, classifier, clap, class_map, clap_labels, sample_rate=16000):
+    """Both scorers on a table of audios.
+
+    audio: [S, R, T] (seeds x audio rows) float waveforms. sources: the sound-source names to score.
+    class_map: source -> AudioSet class names (see resolve_audio_classes); clap_labels: source -> CLAP text
+    label, other entries are distractor labels. Returns a dict of plain arrays:
+      classifier: source -> [S, R] (only sources with AudioSet classes), classes: source -> [names],
+      clap_probs: [S, R, L] with clap_labels_list [L], clap_source_index: source -> label index,
+      clap_embs: [S, R, 512], notes: lines to show the user.
     """
-    labels, kept_labels = _check_roles(labels, removed_label, added_label, kept_labels)
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 3 or 0 in audio.shape:
+        raise ValueError(f"audio must be [seeds, rows, samples], got shape {audio.shape}")
+    S, R, _ = audio.shape
+    flat = list(audio.reshape(S * R, -1))
+    resolved, notes = resolve_audio_classes(sources, class_map, classifier.labels)
+    class_probs = classifier.class_probabilities(flat, sample_rate)
+    per_source = {s: v.reshape(S, R) for s, v in source_scores(class_probs, resolved, classifier.labels).items()}
+    labels = [clap_labels.get(s) or f"the sound of a {s}" for s in sources]
+    labels += [t for t in clap_labels.values() if t not in labels]
+    labels = _check_label_list(labels)
+    embs = clap.audio_embeddings(flat, sample_rate)
+    probs = label_probabilities(embs, clap.text_embeddings(labels), clap.logit_scale).double().numpy()
+    return {"classifier": per_source, "classes": resolved, "classifier_name": classifier.name,
+            "clap_probs": probs.reshape(S, R, -1), "clap_labels": labels,
+            "clap_source_index": {s: labels.index(clap_labels.get(s) or f"the sound of a {s}") for s in sources},
+            "clap_embs": embs.double().numpy().reshape(S, R, -1), "clap_name": clap.name,
+            "logit_scale": clap.logit_scale, "notes": notes}
+
+
+# -----------------------------------------------------------------------------
+# the verdict: paired differences over seeds
+
+EXPECT = {"up": "> 0", "down": "< 0", "same": "within the tolerance"}
+
+
+def paired_stats(deltas, expect, tolerance=0.0, confidence=0.95):
+    """Statistics of paired differences (one per seed) for a check that expects them up, down or the same.
+
+    Returns mean, std (ddof 1), a t-based confidence interval of the mean (None for one seed), the fraction
+    of seeds where the check holds, passed (the mean is on the expected side) and confident (the whole
+    interval is: above 0, below 0, or inside +-tolerance).
+    """
+    from scipy.stats import t as student_t
+    if expect not in EXPECT:
+        raise ValueError(f"expect must be one of {list(EXPECT)}, got {expect!r}")
+    d = np.asarray(deltas, dtype=np.float64).ravel()
+    if d.size == 0 or not np.isfinite(d).all():
+        raise ValueError(f"deltas must be finite numbers, got {deltas!r}")
+    n, mean = len(d), float(d.mean())
+    std = float(d.std(ddof=1)) if n > 1 else None
+    ci = None
+    if n > 1:
+        half = float(student_t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+        ci = [mean - half, mean + half]
+    holds = {"up": d > 0, "down": d < 0, "same": np.abs(d) <= tolerance}[expect]
+    passed = {"up": mean > 0, "down": mean < 0, "same": abs(mean) <= tolerance}[expect]
+    confident = ci is not None and {"up": ci[0] > 0, "down": ci[1] < 0,
+                                    "same": ci[0] >= -tolerance and ci[1] <= tolerance}[expect]
+    return {"deltas": [float(x) for x in d], "mean": mean, "std": std, "ci95": ci, "n": n,
+            "fraction_holds": float(holds.mean()), "passed": bool(passed), "confident": bool(confident),
+            "expect": expect, "tolerance": float(tolerance) if expect == "same" else None}
+
+
+def _source_checks(score, roles, tolerance):
+    """added up, removed down, each kept source the same: score(source) -> {audio name: [S] values}."""
+    checks = {}
+    jobs = [("added_increased", roles["added"], "up"), ("removed_decreased", roles["removed"], "down")]
+    jobs += [(f"kept_within_tolerance:{k}", k, "same") for k in roles["kept"]]
+    for check, source, expect in jobs:
+        values = score(source)
+        if values is None:
+            continue
+        o, e, m = (np.asarray(values[n], dtype=np.float64) for n in AUDIO_NAMES)
+        checks[check] = {"source": source, "scorer": values["scorer"],
+                         "description": f"{values['what']}({source}): manipulated - baseline_original {EXPECT[expect]}",
+                         "original": o.tolist(), "edited": e.tolist(), "manipulated": m.tolist(),
+                         **paired_stats(m - o, expect, tolerance)}
+    return checks
+
+
+def check_roles(roles):
+    """ValueError unless roles names a removed and an added source and kept ones, all different."""
+    for role in ("removed", "added"):
+        if not isinstance(roles.get(role), str) or not roles[role]:
+            raise ValueError(f"roles needs a {role!r} source name, got {roles!r}")
+    if not isinstance(roles.get("kept", []), (list, tuple)):
+        raise ValueError(f"roles['kept'] must be a list of source names, got {roles!r}")
+    if roles["removed"] == roles["added"] or set(roles.get("kept", [])) & {roles["removed"], roles["added"]}:
+        raise ValueError(f"the removed, added and kept sources must differ, got {roles!r}")
+    return roles
+
+
+def build_verdict(scores, roles, tolerance=0.05, rows=(0, 1, 2)):
+    """The plan's three expected results, on the classifier's scores (the verdict) and on CLAP's (a second view).
+
+    scores: score_run's dict; roles: {'removed': name, 'added': name, 'kept': [names]}; rows: which rows of
+    scores are (baseline_original, baseline_edited, manipulated). Sources without an AudioSet class are
+    judged on CLAP's probability in the verdict too (marked scorer='clap').
+    """
     if not 0 <= tolerance <= 1:
         raise ValueError(f"tolerance is a probability difference in [0, 1], got {tolerance!r}")
-    for what, table in [("probs", probs), ("audio_embs", audio_embs)]:
-        missing = [n for n in AUDIO_NAMES if n not in table]
-        if missing:
-            raise ValueError(f"{what} has no entry for {missing}; the verdict needs {list(AUDIO_NAMES)}")
-    P = {n: _as_numpy(probs[n]).astype(np.float64).ravel() for n in AUDIO_NAMES}
-    for n, p in P.items():
-        if len(p) != len(labels):
-            raise ValueError(f"probs[{n!r}] has {len(p)} entries for {len(labels)} labels")
-    o, e, m = P["baseline_original"], P["baseline_edited"], P["manipulated"]
-    i_add, i_rem = labels.index(added_label), labels.index(removed_label)
-    checks = {}
+    check_roles(roles)
+    rows = list(rows)
+    clap_probs, clap_index = scores["clap_probs"][:, rows], scores["clap_source_index"]
 
-    checks["added_increased"] = {
-        "passed": bool(m[i_add] > o[i_add]),
-        "numbers": {"original": float(o[i_add]), "manipulated": float(m[i_add]), "edited": float(e[i_add]),
-                    "delta": float(m[i_add] - o[i_add])},
-        "description": f"P({added_label}) manipulated > original"}
+    def clap_score(source):
+        v = clap_probs[:, :, clap_index[source]]
+        return {"scorer": "clap", "what": "P_clap", **{n: v[:, i] for i, n in enumerate(AUDIO_NAMES)}}
 
-    checks["removed_decreased"] = {
-        "passed": bool(m[i_rem] < o[i_rem]),
-        "numbers": {"original": float(o[i_rem]), "manipulated": float(m[i_rem]), "edited": float(e[i_rem]),
-                    "delta": float(m[i_rem] - o[i_rem])},
-        "description": f"P({removed_label}) manipulated < original"}
+    def classifier_score(source):
+        if source not in scores["classifier"]:
+            return clap_score(source)
+        v = scores["classifier"][source][:, rows]
+        return {"scorer": "classifier", "what": "P_audioset",
+                **{n: v[:, i] for i, n in enumerate(AUDIO_NAMES)}}
 
-    diffs = {label: float(m[labels.index(label)] - o[labels.index(label)]) for label in kept_labels}
-    worst = max((abs(d) for d in diffs.values()), default=0.0)
-    checks["kept_within_tolerance"] = {
-        "passed": bool(worst <= tolerance),
-        "numbers": {"max_abs_delta": worst, "tolerance": float(tolerance),
-                    **{f"delta {label}": d for label, d in diffs.items()}},
-        "description": (f"|P manipulated - P original| <= {tolerance:g} for {', '.join(kept_labels)}"
-                        if kept_labels else "no kept labels (passes trivially)")}
+    primary = _source_checks(classifier_score, roles, tolerance)
+    second = _source_checks(clap_score, roles, tolerance)
+    embs = scores["clap_embs"][:, rows]
+    d_orig = np.array([_cosine_distance(x[2], x[0]) for x in embs])
+    d_edit = np.array([_cosine_distance(x[2], x[1]) for x in embs])
+    second["closer_to_edited_clap"] = {
+        "scorer": "clap", "description": "CLAP audio cosine distance: d(manip, original) - d(manip, edited) > 0",
+        "to_original": d_orig.tolist(), "to_edited": d_edit.tolist(), **paired_stats(d_orig - d_edit, "up")}
+    kl_orig = np.array([_kl(p[0], p[2]) for p in clap_probs])
+    kl_edit = np.array([_kl(p[1], p[2]) for p in clap_probs])
+    second["closer_to_edited_kl"] = {
+        "scorer": "clap", "description": "KL(P_original || P_manip) - KL(P_edited || P_manip) > 0, in nats",
+        "kl_original": kl_orig.tolist(), "kl_edited": kl_edit.tolist(), **paired_stats(kl_orig - kl_edit, "up")}
 
-    d_edit = _cosine_distance(audio_embs["manipulated"], audio_embs["baseline_edited"])
-    d_orig = _cosine_distance(audio_embs["manipulated"], audio_embs["baseline_original"])
-    checks["closer_to_edited_clap"] = {
-        "passed": bool(d_edit < d_orig),
-        "numbers": {"to_edited": d_edit, "to_original": d_orig,
-                    "edited_to_original": _cosine_distance(audio_embs["baseline_edited"],
-                                                           audio_embs["baseline_original"])},
-        "description": "CLAP audio cosine distance: manipulated->edited < manipulated->original"}
+    def summary(checks):
+        n = sum(c["passed"] for c in checks.values())
+        return {"checks": checks, "n_passed": n, "n_checks": len(checks), "passed_all": n == len(checks),
+                "n_confident": sum(c["confident"] for c in checks.values())}
 
-    # KL(baseline || manipulated): how much the manipulated distribution misses each baseline, with the
-    # baseline as the reference distribution (the same direction for both, so they compare)
-    kl_edit, kl_orig = _kl(e, m), _kl(o, m)
-    checks["closer_to_edited_kl"] = {
-        "passed": bool(kl_edit < kl_orig),
-        "numbers": {"kl_edited_manipulated": kl_edit, "kl_original_manipulated": kl_orig},
-        "description": "KL(P_edited || P_manip) < KL(P_original || P_manip), in nats"}
-
-    n_passed = sum(c["passed"] for c in checks.values())
-    return {"checks": checks, "n_passed": n_passed, "n_checks": len(checks), "passed_all": n_passed == len(checks),
-            "labels": labels, "removed_label": removed_label, "added_label": added_label,
-            "kept_labels": kept_labels, "tolerance": float(tolerance),
-            "probs": {n: [float(x) for x in P[n]] for n in AUDIO_NAMES}}
+    return {"verdict": {"scorer": scores["classifier_name"], **summary(primary)},
+            "clap_view": {"scorer": scores["clap_name"], **summary(second)},
+            "roles": {"removed": roles["removed"], "added": roles["added"], "kept": list(roles["kept"])},
+            "tolerance": float(tolerance), "n_seeds": int(clap_probs.shape[0])}
 
 
-def format_verdict(v):
-    """The verdict as a printable table: label probabilities per audio, then each check with its numbers."""
-    labels = v["labels"]
-    width = max(len(label) for label in labels) + 2
-    roles = {v["removed_label"]: "removed", v["added_label"]: "added", **{k: "kept" for k in v["kept_labels"]}}
-    lines = ["CLAP label probabilities", f"  {'label':{width}s}{'role':9s}" + "".join(f"{n:>19s}" for n in AUDIO_NAMES)]
-    for i, label in enumerate(labels):
-        lines.append(f"  {label:{width}s}{roles.get(label, ''):9s}" + "".join(f"{v['probs'][n][i]:19.4f}" for n in AUDIO_NAMES))
-    lines.append(f"Verdict: {v['n_passed']}/{v['n_checks']} checks passed")
-    for name, c in v["checks"].items():
-        numbers = ", ".join(f"{k} {x:.4f}" for k, x in c["numbers"].items())
-        lines.append(f"  {'PASS' if c['passed'] else 'FAIL'}  {name:24s}{c['description']}")
-        lines.append(f"        {'':24s}{numbers}")
+def _num(x, signed=True):
+    """4 decimals, or 2 significant digits for tiny non-zero values (random-weight runs move scores by 1e-5)."""
+    if x != 0 and abs(x) < 1e-3:
+        return f"{x:+.1e}" if signed else f"{x:.1e}"
+    return f"{x:+.4f}" if signed else f"{x:.4f}"
+
+
+def _pm(stats):
+    text = _num(stats["mean"])
+    if stats["std"] is not None:
+        text += f" ± {_num(stats['std'], signed=False)}"
+    return text
+
+
+def format_verdict(result):
+    """The verdict and the CLAP view as a printable table (means ± stds over seeds, CIs, seeds that hold)."""
+    lines = []
+    for key, title in [("verdict", "Verdict (AudioSet classifier, independent per-class probabilities)"),
+                       ("clap_view", "CLAP view (second opinion: softmax over labels, the generator's own family)")]:
+        v = result[key]
+        lines.append(f"{title}: {v['n_passed']}/{v['n_checks']} checks hold on average over {result['n_seeds']} "
+                     f"seed(s), {v['n_confident']} with 95% confidence")
+        for name, c in v["checks"].items():
+            ci = (f"95% CI [{_num(c['ci95'][0])}, {_num(c['ci95'][1])}]" if c["ci95"] else "no CI with one seed")
+            # PASS: the whole interval is on the expected side; weak: only the mean is; FAIL: not even the mean
+            flag = "PASS" if c["confident"] else ("weak" if c["passed"] else "FAIL")
+            note = " (confident)" if c["confident"] else ""
+            via = " [CLAP: no AudioSet class]" if key == "verdict" and c["scorer"] == "clap" else ""
+            lines.append(f"  {flag}  {name:34s}{c['description']}{via}")
+            lines.append(f"        {'':34s}delta {_pm(c)}, {ci}, holds in {c['fraction_holds']:.0%} of seeds{note}")
     return "\n".join(lines)
+
+
+def format_scores(scores, sources, rows=(0, 1, 2)):
+    """Mean ± std over seeds of each source's score per audio, for both scorers."""
+    rows = list(rows)
+    lines = [f"  {'source':14s}{'scorer':12s}" + "".join(f"{n:>22s}" for n in AUDIO_NAMES)]
+    for source in sources:
+        tables = []
+        if source in scores["classifier"]:
+            tables.append(("AudioSet", scores["classifier"][source][:, rows]))
+        tables.append(("CLAP", scores["clap_probs"][:, rows, scores["clap_source_index"][source]]))
+        for scorer, v in tables:
+            cells = "".join(f"{_mean_std(v[:, i]):>22s}" for i in range(3))
+            lines.append(f"  {source:14s}{scorer:12s}{cells}")
+    return "\n".join(lines)
+
+
+def _mean_std(x):
+    x = np.asarray(x, dtype=np.float64)
+    return f"{x.mean():.4f}" + (f" ± {x.std(ddof=1):.4f}" if len(x) > 1 else "")
 
 
 # -----------------------------------------------------------------------------
 # figures
 
-def plot_label_probabilities(probs, labels, path):
-    """Grouped bar chart: one group per label, one bar per audio. Writes a PNG and returns its path."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    names = list(probs)
-    x = np.arange(len(labels))
-    width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(labels) + 2), 4))
-    for j, name in enumerate(names):
-        p = np.asarray(probs[name], dtype=float)
-        bars = ax.bar(x + (j - (len(names) - 1) / 2) * width, p, width, label=str(name))
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set_xticks(x, labels, rotation=15, ha="right")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("CLAP zero-shot probability")
-    ax.legend(fontsize=8)
-    ax.set_title("Label probabilities per audio")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def plot_scores(scores, sources, path, rows=(0, 1, 2), seeds=None, result=None):
+    """Grouped bars (mean over seeds, error bar = std, dots = single seeds) for each scorer, and the verdict.
+
+    Left: the AudioSet classifier's score of each source; middle: CLAP's label probability; right (with a
+    build_verdict result): each check's paired difference manipulated - baseline_original, mean with its
+    95% interval, seeds as dots, the kept sources' tolerance band shaded. Writes a PNG.
+    """
+    from matplotlib.figure import Figure
+    rows = list(rows)
+    panels = [("AudioSet classifier score (independent sigmoid)",
+               {s: scores["classifier"][s][:, rows] for s in sources if s in scores["classifier"]}),
+              ("CLAP zero-shot probability (softmax over labels)",
+               {s: scores["clap_probs"][:, rows, scores["clap_source_index"][s]] for s in sources})]
+    n_panels = 3 if result is not None else 2
+    fig = Figure(figsize=(max(6.5, 2.0 * len(sources) + 2) * n_panels, 4.6), layout="constrained")
+    axes = fig.subplots(1, n_panels)
+    width = 0.8 / len(AUDIO_NAMES)
+    for ax, (title, table) in zip(axes, panels):
+        names = list(table)
+        x = np.arange(len(names))
+        for j, audio_name in enumerate(AUDIO_NAMES):
+            vals = np.array([table[s][:, j] for s in names]) if names else np.zeros((0, 1))
+            pos = x + (j - 1) * width
+            mean = vals.mean(axis=1) if names else []
+            std = vals.std(axis=1, ddof=1) if names and vals.shape[1] > 1 else None
+            bars = ax.bar(pos, mean, width, yerr=std, capsize=3, label=audio_name, alpha=0.85)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+            for k in range(len(names)):
+                ax.scatter(np.full(vals.shape[1], pos[k]), vals[k], s=8, c="k", zorder=3)
+        ax.set_xticks(x, names)
+        ax.set_ylim(0, 1.08)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    if result is not None:
+        ax = axes[2]
+        checks = list(result["verdict"]["checks"].items())
+        for i, (name, c) in enumerate(checks):
+            colour = "tab:green" if c["confident"] else ("tab:olive" if c["passed"] else "tab:red")
+            lo, hi = c["ci95"] if c["ci95"] else (c["mean"], c["mean"])
+            ax.errorbar([i], [c["mean"]], yerr=[[c["mean"] - lo], [hi - c["mean"]]], fmt="o", color=colour, capsize=5)
+            ax.scatter(np.full(len(c["deltas"]), i + 0.12), c["deltas"], s=10, c="k", zorder=3)
+            if c["expect"] == "same":
+                ax.fill_between([i - 0.3, i + 0.3], -c["tolerance"], c["tolerance"], color="0.85", zorder=0)
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set_xticks(range(len(checks)), [n.replace("kept_within_tolerance:", "kept: ") for n, _ in checks],
+                      rotation=12)
+        ax.set_title("Verdict: manipulated - baseline_original per seed, mean and 95% CI\n"
+                     "(green: whole CI on the expected side; olive: mean only; red: neither)", fontsize=9)
+    n = len(seeds) if seeds is not None else scores["clap_probs"].shape[0]
+    fig.suptitle(f"Scores per source and audio: mean ± std over {n} seed(s), dots = single seeds", fontsize=10)
+    with open(path, "xb") as f:
+        fig.savefig(f, format="png", dpi=110)
     return Path(path)
 
 
-def mel_filterbank(sample_rate, n_fft, n_mels=64, fmin=0.0, fmax=None):
-    """[n_mels, n_fft // 2 + 1] triangular filters, equally spaced on the HTK mel scale, of equal area.
-
-    Equal area (Slaney's normalisation) keeps white noise flat across bands; unnormalised triangles grow
-    with their bandwidth and paint the high bands bright whatever the sound.
-    """
-    fmax = sample_rate / 2 if fmax is None else fmax
-    mel = lambda f: 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-    hz = lambda m: 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
-    edges = hz(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
-    bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (bins[None] - lower) / (centre - lower)
-    falling = (upper - bins[None]) / (upper - centre)
-    weights = np.clip(np.minimum(rising, falling), 0.0, None) * (2.0 / (upper - lower))
-    return weights.astype(np.float32)
-
-
 def log_mel(audio, sample_rate, n_mels=64):
-    """[n_mels, frames] log-mel power in dB (10 ms hop, 40 ms Hann window, 64 mel bands to sample_rate / 2).
-
-    torch.stft rather than librosa: librosa's first call compiles numba kernels for tens of seconds.
-    """
-    audio = torch.as_tensor(np.asarray(audio, dtype=np.float32).ravel())
+    """[n_mels, frames] log-mel power in dB (10 ms hop, 40 ms Hann window, 64 Slaney-normalised HTK mel bands
+    up to sample_rate / 2), through transformers' audio_utils."""
+    from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
+    audio = np.asarray(audio, dtype=np.float64).ravel()
     hop = max(1, sample_rate // 100)
     n_fft = 4 * hop
-    spec = torch.stft(audio, n_fft, hop_length=hop, window=torch.hann_window(n_fft), center=True,
-                      pad_mode="constant" if len(audio) <= n_fft // 2 else "reflect", return_complex=True)
-    power = spec.abs() ** 2
-    mel = torch.from_numpy(mel_filterbank(sample_rate, n_fft, n_mels)) @ power
-    return (10.0 * torch.log10(mel.clamp_min(1e-10))).numpy()
+    filters = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=0.0,
+                              max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney", mel_scale="htk")
+    # equal-area (Slaney) bands keep white noise flat; reflect padding needs more samples than half a window
+    return spectrogram(audio, window_function(n_fft, "hann"), frame_length=n_fft, hop_length=hop, power=2.0,
+                       pad_mode="reflect" if len(audio) > n_fft // 2 else "constant", mel_filters=filters,
+                       mel_floor=1e-10, log_mel="dB")
 
 
 def plot_spectrograms(audios, sample_rate, path):
     """Log-mel spectrograms of the named audios side by side, on one colour scale. Writes a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     mels = {name: log_mel(a, sample_rate) for name, a in audios.items()}
     top = max(float(m.max()) for m in mels.values())
-    fig, axes = plt.subplots(1, len(mels), figsize=(4.2 * len(mels) + 1, 3.4), squeeze=False, sharey=True,
-                             layout="constrained")
+    fig = Figure(figsize=(4.2 * len(mels) + 1, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(mels), squeeze=False, sharey=True)
     for ax, (name, mel) in zip(axes[0], mels.items()):
         seconds = len(np.asarray(audios[name]).ravel()) / sample_rate
         im = ax.imshow(mel, origin="lower", aspect="auto", extent=[0, seconds, 0, mel.shape[0]],
@@ -524,41 +854,59 @@ def plot_spectrograms(audios, sample_rate, path):
         ax.set_xlabel("time (s)")
     axes[0][0].set_ylabel(f"mel band (0-{sample_rate // 2} Hz)")
     fig.colorbar(im, ax=axes[0].tolist(), label="dB")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with open(path, "xb") as f:
+        fig.savefig(f, format="png", dpi=110)
     return Path(path)
 
 
 # -----------------------------------------------------------------------------
 # one run
 
-def evaluate_run(audios, labels, removed_label, added_label, kept_labels, run_dir, clap=None, sample_rate=16000,
-                 tolerance=0.05):
-    """Score the three audios, print the verdict, write results.json, label_probs.png and spectrograms.png.
+def evaluate_run(audio, seeds, roles, run_dir, classifier, clap, class_map=None, clap_labels=None,
+                 sample_rate=16000, tolerance=0.05, extra=None):
+    """Score the three audios of every seed, print the verdict, write results.json, scores.png, spectrograms.png.
 
-    Never overwrites: an existing run_dir/results.json raises FileExistsError before any work is done.
+    audio: [S, 3, T] (seeds x baseline_original, baseline_edited, manipulated); seeds: the S seeds.
+    roles: {'removed', 'added', 'kept'} source names. extra: more entries for results.json (e.g. how far
+    E_final moved the remix). Never overwrites: an existing run_dir/results.json raises FileExistsError first.
     """
-    labels, kept_labels = _check_roles(labels, removed_label, added_label, kept_labels)
-    missing = [n for n in AUDIO_NAMES if n not in audios]
-    if missing:
-        raise ValueError(f"audios has no entry for {missing}; evaluate_run needs {list(AUDIO_NAMES)}")
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 3 or audio.shape[1] != 3 or audio.shape[0] != len(seeds):
+        raise ValueError(f"audio must be [{len(seeds)} seeds, 3 audios, samples], got shape {audio.shape}")
+    check_roles(roles)
+    sources = [roles["removed"], roles["added"], *roles["kept"]]
+    resolve_audio_classes(sources, class_map or {}, classifier.labels)   # unknown class names fail before any work
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     if results_path.exists():
         raise FileExistsError(f"{results_path} already exists; evaluate into a new run folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    scores = score_audios(audios, labels, clap, sample_rate)
-    v = verdict(scores["probs"], scores["audio_embs"], labels, removed_label, added_label, kept_labels, tolerance)
-    shown = {n: audios[n] for n in AUDIO_NAMES}
-    plot_label_probabilities({n: scores["probs"][n] for n in AUDIO_NAMES}, labels, run_dir / "label_probs.png")
-    plot_spectrograms(shown, sample_rate, run_dir / "spectrograms.png")
-    results = {"labels": labels, "removed_label": removed_label, "added_label": added_label,
-               "kept_labels": kept_labels, "tolerance": float(tolerance), "probs": scores["probs"],
-               "verdict": v, "clap": scores["clap"], "logit_scale": scores["logit_scale"],
-               "sample_rate": int(sample_rate), "figures": ["label_probs.png", "spectrograms.png"]}
+    scores = score_run(audio, sources, classifier, clap, class_map or {}, clap_labels or {}, sample_rate)
+    for note in scores["notes"]:
+        print(f"  {note}")
+    result = build_verdict(scores, roles, tolerance)
+    plot_scores(scores, sources, run_dir / "scores.png", seeds=seeds, result=result)
+    plot_spectrograms(dict(zip(AUDIO_NAMES, audio[0])), sample_rate, run_dir / "spectrograms.png")
+    results = {"seeds": [int(s) for s in seeds], "audios": list(AUDIO_NAMES), "sources": sources,
+               **result, "scores": scores_record(scores, sources),
+               "sample_rate": int(sample_rate), "figures": ["scores.png", "spectrograms.png"], **(extra or {})}
     with open(results_path, "x") as f:   # 'x': fail rather than overwrite if another run raced us here
         json.dump(results, f, indent=2)
-    print(format_verdict(v))
+    print(format_scores(scores, sources))
+    print(format_verdict(result))
     print(f"Results: {results_path}")
     return results
+
+
+def scores_record(scores, sources, rows=(0, 1, 2)):
+    """The per-seed scores as plain lists for results.json: scorer -> source -> audio -> [S]."""
+    rows = list(rows)
+    classifier = {s: {n: scores["classifier"][s][:, r].tolist() for n, r in zip(AUDIO_NAMES, rows)}
+                  for s in sources if s in scores["classifier"]}
+    clap = {s: {n: scores["clap_probs"][:, r, scores["clap_source_index"][s]].tolist()
+                for n, r in zip(AUDIO_NAMES, rows)} for s in sources}
+    return {"classifier": {"name": scores["classifier_name"], "classes": scores["classes"], "per_seed": classifier},
+            "clap": {"name": scores["clap_name"], "labels": scores["clap_labels"], "logit_scale": scores["logit_scale"],
+                     "per_seed": clap,
+                     "all_labels_per_seed": {n: scores["clap_probs"][:, r].tolist() for n, r in zip(AUDIO_NAMES, rows)}},
+            "notes": scores["notes"]}

@@ -3,15 +3,17 @@
 Given I_0 (e.g. cat + rocket) and an edited I_1 (astronaut + rocket), make audio that follows the edit:
 SAM2 masks of the removed and added objects -> all 257 CLIP tokens of each image -> SVD suppression of the
 removed region, SVD boost of the added one -> mix with background and plain CLIP -> global slot of SSV2A's
-remixer next to YOLO crops of I_1 -> AudioLDM -> CLAP scores against the two baselines.
+remixer next to YOLO crops of I_1 -> AudioLDM -> an AudioSet classifier (and CLAP) scores the three audios
+over several seeds.
 
     python main.py                                      # the example pair in images/
     python main.py --SVD_K=8 --original=a.jpg           # override any constant below
     python main.py --smoke                              # tiny random models, CPU, no checkpoints: checks the plumbing
     python main.py --sweep SVD_K=1,5,10 SVD_ALPHA=0.1,0.3   # a grid; masks, tokens and detections computed once
-    python main.py --manifest pairs.csv                 # many edit pairs, models loaded once
+    python main.py --manifest images/pairs.csv          # many edit pairs, models loaded once
 
-Every run writes a new folder outputs/<timestamp>_<name>/; nothing is ever overwritten.
+Every setting, name, image and checkpoint is checked before the first model runs. Every run writes a new
+folder outputs/<timestamp>_<name>/ and its run.json says how it ended; nothing is ever overwritten.
 """
 import ast
 import contextlib
@@ -19,11 +21,15 @@ import csv
 import functools
 import itertools
 import json
+import math
+import os
 import platform
 import random
 import sys
 import time
+import traceback
 import warnings
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -36,18 +42,28 @@ OUTPUT_DIR = "outputs"               # each run gets its own sub-folder here
 RUN_NAME = ""                        # suffix of the run folder; '' = '<removed>-to-<added>'
 CONFIG_PATH = "ssv2a.json"           # SSV2A configuration (the release's ssv2a.json)
 CHECKPOINT_PATH = "checkpoints/ssv2a.pth"  # SSV2A weights (python -m model.checkpoints ssv2a says where)
-# SAM2 point prompts: first entry = object to REMOVE (points in I_0), second = object to ADD (points in I_1).
-# x/y are pixels (lists for several points); labels 1 = on the object, 0 = not on it. Find them with
-# verify_masks.py. The names also name the CLAP labels (see EVAL_LABELS).
+# The objects: first entry = object to REMOVE (in I_0), second = object to ADD (in I_1). Either SAM2 points
+# ({"x": [...], "y": [...], "labels": [...]}: pixels, labels 1 = on the object, 0 = not on it; find them with
+# verify_masks.py) or {} to find the object by its name (SAM2 proposals ranked by CLIP; {"text": "..."} words
+# the CLIP prompt differently). The names also name the sound sources of the evaluation.
 SAM2_PROMPTS = {
     "cat": {"x": [448], "y": [330], "labels": [1]},
     "astronaut": {"x": [410, 370], "y": [130, 460], "labels": [1, 1]},
 }
-KEPT_SOURCES = ["rocket"]            # sound sources in both images: their CLAP score should stay put
-# CLAP zero-shot label per source name; a source without an entry gets "the sound of a <name>"; extra
-# entries are extra labels to choose from (distractors)
+KEPT_SOURCES = ["rocket"]            # sound sources in both images: their scores should stay put
+# AudioSet classes of each sound source for the verdict's classifier (exact display names of the 527 in
+# model/audioset_labels.csv). A source not listed is matched by name ('dog' -> 'Dog'); [] = no AudioSet
+# class: that source is judged by CLAP instead. AudioSet has no rocket; a launch sounds like a jet engine.
+AUDIO_CLASSES = {
+    "cat": ["Cat", "Meow", "Purr"],
+    "astronaut": ["Speech", "Male speech, man speaking", "Female speech, woman speaking", "Narration, monologue"],
+    "rocket": ["Jet engine", "Rumble", "Engine"],
+}
+# CLAP zero-shot label per source name (the second view); a source without an entry gets "the sound of a
+# <name>"; extra entries are extra labels to choose from (distractors)
 EVAL_LABELS = {"cat": "a cat meowing", "astronaut": "a person talking", "rocket": "a rocket engine roaring"}
 EVAL_TOLERANCE = 0.05                # kept sources may move this much in probability and still pass, 0.0-0.2
+EVAL_SEEDS = 3                       # draws of the three audios (seeds SEED, SEED+1, ...), 1-20; 1 = one draw
 SVD_K = 5                            # top singular values to modify, 1-15 (must stay below the region's rank)
 SVD_ALPHA = 0.3                      # suppression factor for the removed object, 0.1-0.5 (1 = no effect)
 SVD_BETA = 1.5                       # boost factor for the added object, 1.1-3.0 (1 = no effect)
@@ -56,14 +72,18 @@ MIX_BETA = 0.4                       # weight of the boosted embedding, 0.2-0.6
 MIX_GAMMA = 0.1                      # weight of the background embedding, 0.0-0.3
 MIX_DIRECT = 0.4                     # weight of the plain CLIP embedding of I_1, 0.2-0.6 (weights sum to 1)
 MASK_THRESHOLD = 0.5                 # a patch belongs to the object when this fraction is masked, 0.3-0.7
+TEXT_PROMPT = "a photo of a {}"      # CLIP wording for objects found by name ({} = the name)
+TEXT_MIN_SCORE = 0.3                 # CLIP probability a proposal needs to count as the named object, 0-1
 CYCLE_ITS = 64                       # SSV2A cycle-mix rounds, 0-128 (more = closer to the detected sources)
 CYCLE_SAMPLES = 64                   # remixes drawn per cycle-mix round, 1-128
 VAR_SAMPLES = 64                     # variational draws averaged per sample, 1-128 (more = less random)
+PIN_GLOBAL = False                   # ablation: keep slot 0 = E_final in every cycle-mix round (False = original)
 DURATION = 10.0                      # seconds of audio, 2.5-20 (AudioLDM was trained on 10 s)
-DDIM_STEPS = 200                     # AudioLDM denoising steps, 50-400 (fewer = faster, rougher)
+SAMPLER = "ddim"                     # 'ddim' (eta 1, the original's), 'dpmpp-2m', 'dpmpp-2m-sde' (faster)
+DDIM_STEPS = 200                     # denoising steps, 50-400 for ddim; each faster sampler has its own default
 GUIDANCE = 2.5                       # AudioLDM classifier-free guidance, 1.0-5.0
-AUDIO_BATCH = 8                      # audios per AudioLDM call in sweeps and manifests, 1-32 (GPU memory)
-SEED = 42                            # one seed for masks-to-audio, so a run can be repeated exactly
+AUDIO_BATCH = 8                      # audios per AudioLDM call, 1-32 (GPU memory)
+SEED = 42                            # first seed: masks-to-audio repeat exactly for the same seed
 DEVICE = ""                          # '' = cuda if present, else mps, else cpu; or 'cuda', 'cuda:1', 'cpu'
 SMOKE = False                        # tiny random-weight models on the CPU: tests the plumbing, audio is noise
 # grid for --sweep, e.g. {"SVD_K": [1, 5, 10], "SVD_ALPHA": [0.1, 0.3]}; the command line's --sweep wins
@@ -72,11 +92,17 @@ SWEEP = {}
 
 CONFIG_KEYS = [k for k, v in list(globals().items()) if k.isupper() and not k.startswith("_")
                and isinstance(v, (int, float, str, bool, list, dict))]
-# a smoke run finishes in well under a minute on a CPU; only these differ from a real run
-SMOKE_SETTINGS = dict(CYCLE_ITS=2, CYCLE_SAMPLES=4, VAR_SAMPLES=4, DURATION=2.0, DDIM_STEPS=4, DEVICE="cpu")
-# what a sweep may vary: everything after the masks and tokens and before cycle_mix
-SWEEPABLE = ["SVD_K", "SVD_ALPHA", "SVD_BETA", "MIX_ALPHA", "MIX_BETA", "MIX_GAMMA", "MIX_DIRECT", "MASK_THRESHOLD"]
+# a smoke run finishes in about a minute on a CPU; only these differ from a real run
+# (random CLIP scores no proposal of a name-only object as likely: TEXT_MIN_SCORE 0 takes the best one)
+SMOKE_SETTINGS = dict(CYCLE_ITS=2, CYCLE_SAMPLES=4, VAR_SAMPLES=4, DURATION=2.0, DDIM_STEPS=4, DEVICE="cpu",
+                      TEXT_MIN_SCORE=0.0)
+# what a sweep may vary: everything after the masks and tokens; the last two change the baselines too
+SWEEPABLE = ["SVD_K", "SVD_ALPHA", "SVD_BETA", "MIX_ALPHA", "MIX_BETA", "MIX_GAMMA", "MIX_DIRECT", "MASK_THRESHOLD",
+             "PIN_GLOBAL", "SAMPLER"]
+AUDIO_KEYS = ("PIN_GLOBAL", "SAMPLER")   # settings that act on every audio row, baselines included
 AUDIO_NAMES = ("baseline_original", "baseline_edited", "manipulated")
+NAME_LIMIT = 40                      # characters of an object name (names become file names)
+RUN_NAME_LIMIT = 80
 
 
 class UserError(Exception):
@@ -141,7 +167,7 @@ def parse_args(argv, config):
                 sweep[name] = values
         elif arg == "--manifest":
             if i + 1 >= len(args):
-                raise UserError("--manifest needs a CSV file: python main.py --manifest pairs.csv")
+                raise UserError("--manifest needs a CSV file: python main.py --manifest images/pairs.csv")
             mode, manifest = "manifest", args[i + 1]
             i += 1
         elif arg.startswith("--") and "=" in arg:
@@ -153,12 +179,18 @@ def parse_args(argv, config):
         else:
             raise UserError(f"unknown argument {arg!r}; see python main.py --help")
         i += 1
+    overridden = {name for name, _ in overrides}
+    if "SWEEP" in overridden and mode != "sweep":
+        raise UserError("--SWEEP=... is only read by a sweep: add --sweep (python main.py --sweep "
+                        "--SWEEP=\"{'SVD_K': [1, 5]}\"), or give the grid as --sweep SVD_K=1,5")
     for name, value_text in overrides:
         config[name] = coerce(name, value_text, config[name])
         print(f"Overriding: {name} = {config[name]!r}")
     if mode == "sweep":
         grid = {name: [coerce(name, v, config[name]) for v in values.split(",")] for name, values in sweep.items()}
         config["SWEEP"] = grid or config["SWEEP"]
+    # a faster sampler comes with its own step count unless DDIM_STEPS was given on the command line
+    config["_STEPS_GIVEN"] = "DDIM_STEPS" in overridden or (config["SMOKE"] and "DDIM_STEPS" in SMOKE_SETTINGS)
     return mode, manifest
 
 
@@ -166,6 +198,263 @@ def usage():
     lines = [__doc__.strip(), "", "Settings (defaults):"]
     lines += [f"  --{k}={globals()[k]!r}" for k in CONFIG_KEYS]
     return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------
+# settings: every value checked against its valid range before any model loads
+
+SETTING_RULES = {
+    # name: (kind, low, high, what the valid range is); None = unbounded
+    "SVD_K": ("int", 1, None, "a whole number >= 1 (typical 1-15, below the region's rank)"),
+    "SVD_ALPHA": ("float", 0.0, None, "a number >= 0 (typical 0.1-0.5; 1 = no effect)"),
+    "SVD_BETA": ("float", 0.0, None, "a number >= 0 (typical 1.1-3.0; 1 = no effect)"),
+    "MIX_ALPHA": ("float", 0.0, None, "a weight >= 0 (typical 0.0-0.3)"),
+    "MIX_BETA": ("float", 0.0, None, "a weight >= 0 (typical 0.2-0.6)"),
+    "MIX_GAMMA": ("float", 0.0, None, "a weight >= 0 (typical 0.0-0.3)"),
+    "MIX_DIRECT": ("float", 0.0, None, "a weight >= 0 (typical 0.2-0.6)"),
+    "MASK_THRESHOLD": ("float", 1e-9, 1.0, "a fraction in (0, 1] (typical 0.3-0.7)"),
+    "TEXT_MIN_SCORE": ("float", 0.0, 1.0, "a probability in [0, 1]"),
+    "EVAL_TOLERANCE": ("float", 0.0, 1.0, "a probability difference in [0, 1] (typical 0.0-0.2)"),
+    "EVAL_SEEDS": ("int", 1, 100, "a whole number in 1-100 (typical 3-10)"),
+    "CYCLE_ITS": ("int", 0, 100_000, "a whole number >= 0 (typical 0-128)"),
+    "CYCLE_SAMPLES": ("int", 1, 100_000, "a whole number >= 1 (typical 1-128)"),
+    "VAR_SAMPLES": ("int", 1, 100_000, "a whole number >= 1 (typical 1-128)"),
+    "DURATION": ("float", 0.01, 60.0, "seconds in (0, 60] (typical 2.5-20; AudioLDM was trained on 10 s)"),
+    "DDIM_STEPS": ("int", 1, 1000, "a whole number in 1-1000 (the model has 1000 noise levels; typical 50-400)"),
+    "GUIDANCE": ("float", 1.0, 20.0, "a number in [1, 20] (1 = no classifier-free guidance; typical 1-5)"),
+    "AUDIO_BATCH": ("int", 1, 1024, "a whole number >= 1 (typical 1-32)"),
+    "SEED": ("int", 0, 2**32 - 1, "a whole number in 0-4294967295"),
+}
+
+
+def check_settings(cfg, where=""):
+    """UserError listing every setting outside its valid range, one line each, before anything loads."""
+    from model.aldm import SAMPLERS
+    problems = []
+    for name, (kind, low, high, rule) in SETTING_RULES.items():
+        value = cfg[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = number and math.isfinite(value) and (kind == "float" or float(value).is_integer())
+        ok = ok and (low is None or value >= low) and (high is None or value <= high)
+        if not ok:
+            problems.append(f"{name}={value!r} is out of range: it must be {rule}")
+    weights = {k: cfg[k] for k in ("MIX_DIRECT", "MIX_BETA", "MIX_ALPHA", "MIX_GAMMA")}
+    if all(isinstance(w, (int, float)) and w == 0 for w in weights.values()):
+        problems.append("MIX_DIRECT, MIX_BETA, MIX_ALPHA and MIX_GAMMA are all 0: give at least one a weight > 0 "
+                        "(they should sum to 1)")
+    if cfg["SAMPLER"] not in SAMPLERS:
+        problems.append(f"SAMPLER={cfg['SAMPLER']!r} is not a sampler: it must be one of {', '.join(SAMPLERS)}")
+    if isinstance(cfg["SEED"], int) and isinstance(cfg["EVAL_SEEDS"], int) and \
+            cfg["SEED"] + cfg["EVAL_SEEDS"] - 1 > 2**32 - 1:
+        problems.append(f"SEED={cfg['SEED']} with EVAL_SEEDS={cfg['EVAL_SEEDS']} runs past the largest seed 4294967295")
+    if "{}" not in cfg["TEXT_PROMPT"]:
+        problems.append(f"TEXT_PROMPT={cfg['TEXT_PROMPT']!r} has no '{{}}' where the object's name goes, "
+                        "e.g. 'a photo of a {}'")
+    if len(cfg["RUN_NAME"]) > RUN_NAME_LIMIT:
+        problems.append(f"RUN_NAME is {len(cfg['RUN_NAME'])} characters long: it becomes a folder name, at most "
+                        f"{RUN_NAME_LIMIT}")
+    out = Path(cfg["OUTPUT_DIR"])
+    if out.exists() and not out.is_dir():
+        problems.append(f"OUTPUT_DIR={cfg['OUTPUT_DIR']!r} is a file, not a folder: point it at a folder "
+                        "(it is created when missing)")
+    if not all(isinstance(v, str) and v.strip() for v in cfg["KEPT_SOURCES"]):
+        problems.append(f"KEPT_SOURCES={cfg['KEPT_SOURCES']!r} must be a list of source names")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in cfg["EVAL_LABELS"].items()):
+        problems.append(f"EVAL_LABELS must map source names to label texts, got {cfg['EVAL_LABELS']!r}")
+    if not all(isinstance(k, str) and isinstance(v, list) for k, v in cfg["AUDIO_CLASSES"].items()):
+        problems.append("AUDIO_CLASSES must map source names to lists of AudioSet class names, "
+                        f"got {cfg['AUDIO_CLASSES']!r}")
+    if problems:
+        raise UserError((f"{where}: " if where else "") + ("\n  ".join(problems) if len(problems) == 1 else
+                        f"{len(problems)} settings are out of range:\n  " + "\n  ".join(problems)))
+
+
+def audio_steps(cfg):
+    """Denoising steps for the run's sampler: DDIM_STEPS, or the faster sampler's default unless given."""
+    from model.aldm import default_steps
+    if cfg["SAMPLER"] == "ddim" or cfg.get("_STEPS_GIVEN"):
+        return int(cfg["DDIM_STEPS"])
+    return default_steps(cfg["SAMPLER"])
+
+
+def eval_seeds(cfg):
+    return [cfg["SEED"] + i for i in range(cfg["EVAL_SEEDS"])]
+
+
+# -----------------------------------------------------------------------------
+# names: every file or folder name built from user text goes through safe_name
+
+
+def safe_name(text, limit=NAME_LIMIT):
+    """util.safe_name, the one sanitiser of user text that becomes a file or folder name."""
+    from util import safe_name as sanitise
+    return sanitise(text, limit)
+
+
+def run_file(run_dir, filename):
+    """run_dir / filename, refused (ValueError) if it would land outside run_dir."""
+    path = Path(run_dir) / filename
+    if Path(os.path.abspath(path)).parent != Path(os.path.abspath(run_dir)):
+        raise ValueError(f"refusing to write {filename!r} outside the run folder {run_dir}")
+    return path
+
+
+def new_run_dir(output_dir, name):
+    """outputs/<timestamp>_<name>/, created fresh: a run never writes into an earlier run's folder."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = safe_name(name, limit=RUN_NAME_LIMIT) if name else "run"
+    for i in range(1000):
+        run_dir = Path(output_dir) / (f"{stamp}_{safe}" + (f"_{i}" if i else ""))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+            return run_dir
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run folder in {output_dir}")
+
+
+# -----------------------------------------------------------------------------
+# inputs: images and object prompts
+
+
+@dataclass
+class ObjectPrompt:
+    """One object of SAM2_PROMPTS: found by SAM2 points, or by name (points None: SAM2 proposals + CLIP)."""
+    name: str
+    points: list = None           # [[x, y], ...] pixels of the image as a viewer shows it
+    labels: list = None           # 1 / 0 per point
+    text: str = ""                # the CLIP prompt of a name-only object
+    union: bool = False           # name-only: the union of every proposal CLIP takes for it, not just the best
+
+    @property
+    def by_text(self):
+        return self.points is None
+
+
+def resolve_image(name, image_dir):
+    """A path for an image given as a bare file name in IMAGE_DIR or as a path; UserError if missing."""
+    path = Path(name)
+    if not path.is_file() and not path.is_absolute():
+        path = Path(image_dir) / name
+    if not path.is_file():
+        raise UserError(f"image not found: {name} (looked at {Path(name).resolve()} and {path.resolve()}). "
+                        f"Set --ORIGINAL/--EDITED to an image file, or put it in {image_dir}/")
+    return path
+
+
+def parse_prompts(prompts, text_prompt=TEXT_PROMPT):
+    """SAM2_PROMPTS -> [removed, added] ObjectPrompts; UserError when malformed."""
+    example = ('{"cat": {"x": [448], "y": [330], "labels": [1]}, "duck": {"x": [410], "y": [130], "labels": [1]}} '
+               'or, to find them by name, {"cat": {}, "duck": {}}')
+    if not isinstance(prompts, dict) or len(prompts) != 2:
+        raise UserError(f"SAM2_PROMPTS needs exactly two entries (object to remove in I_0, then object to add in "
+                        f"I_1), got {prompts!r}. Example: {example}")
+    parsed = []
+    for name, p in prompts.items():
+        if not isinstance(name, str) or not name.strip():
+            raise UserError(f"SAM2_PROMPTS: an object needs a name, got {name!r}")
+        if len(name) > NAME_LIMIT:
+            raise UserError(f"SAM2_PROMPTS name {name[:30]!r}... is {len(name)} characters long: names become file "
+                            f"names and sound-source names, at most {NAME_LIMIT}")
+        if not isinstance(p, dict):
+            raise UserError(f"SAM2_PROMPTS[{name!r}] must be a dict: points {{'x': [...], 'y': [...]}} or {{}} to "
+                            f"find the object by name, got {p!r}")
+        unknown = set(p) - {"x", "y", "labels", "text", "union"}
+        if unknown:
+            raise UserError(f"SAM2_PROMPTS[{name!r}] has unknown keys {sorted(unknown)}; use x, y, labels, or "
+                            "text and union for an object found by name")
+        if "x" not in p and "y" not in p:
+            text = p.get("text", text_prompt.format(name))
+            if not isinstance(text, str) or not text.strip():
+                raise UserError(f"SAM2_PROMPTS[{name!r}]['text'] must be a non-empty string, got {p.get('text')!r}")
+            if not isinstance(p.get("union", False), bool):
+                raise UserError(f"SAM2_PROMPTS[{name!r}]['union'] must be true or false, got {p['union']!r}")
+            parsed.append(ObjectPrompt(name, text=text, union=p.get("union", False)))
+            continue
+        if {"text", "union"} & set(p):
+            raise UserError(f"SAM2_PROMPTS[{name!r}] has points and {sorted({'text', 'union'} & set(p))}: points "
+                            "replace the name search; drop one of them")
+        if "x" not in p or "y" not in p:
+            raise UserError(f"SAM2_PROMPTS[{name!r}] needs both 'x' and 'y' (and optional 'labels'), or neither "
+                            f"(find it by name), got {p!r}")
+        xs = p["x"] if isinstance(p["x"], (list, tuple)) else [p["x"]]
+        ys = p["y"] if isinstance(p["y"], (list, tuple)) else [p["y"]]
+        labels = p.get("labels", [1] * len(xs))
+        labels = labels if isinstance(labels, (list, tuple)) else [labels] * len(xs)
+        if not xs or len(xs) != len(ys) or len(labels) != len(xs):
+            raise UserError(f"SAM2_PROMPTS[{name!r}]: x, y and labels must have the same length, got {p!r}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in list(xs) + list(ys)):
+            raise UserError(f"SAM2_PROMPTS[{name!r}]: x and y must be pixel numbers, got {p!r}")
+        if any(lab not in (0, 1) for lab in labels):
+            raise UserError(f"SAM2_PROMPTS[{name!r}]: labels must be 1 (on the object) or 0 (not on it), got {labels}")
+        if 1 not in labels:
+            raise UserError(f"SAM2_PROMPTS[{name!r}] has no positive point (label 1): SAM2 needs one on the object")
+        parsed.append(ObjectPrompt(name, [[float(x), float(y)] for x, y in zip(xs, ys)], [int(v) for v in labels]))
+    if parsed[0].name == parsed[1].name:
+        raise UserError(f"SAM2_PROMPTS: the removed and the added object are both called {parsed[0].name!r}")
+    return parsed
+
+
+def check_image_and_points(image_path, prompt, notes):
+    """The image opens safely and every point lies on it and where CLIP can see it; UserError otherwise."""
+    from mask import check_points_inside
+    from util import clip_view_box, inspect_image
+    try:
+        info = inspect_image(image_path)
+    except (ValueError, OSError) as err:
+        raise UserError(str(err)) from err
+    notes.extend(info["warnings"])
+    if prompt.by_text:
+        return info
+    try:
+        check_points_inside(prompt.points, info["size"], str(image_path))
+    except ValueError as err:
+        raise UserError(f"SAM2_PROMPTS[{prompt.name!r}]: {err}") from err
+    x0, y0, x1, y1 = clip_view_box(info["size"])
+    positive = [p for p, lab in zip(prompt.points, prompt.labels) if lab == 1]
+    if not any(x0 <= x < x1 and y0 <= y < y1 for x, y in positive):
+        raise UserError(
+            f"SAM2_PROMPTS[{prompt.name!r}]: every point on the object lies outside the centre square that CLIP "
+            f"sees of {Path(image_path).name} ({info['size'][0]} x {info['size'][1]}: x in [{x0:g}, {x1:g}), y in "
+            f"[{y0:g}, {y1:g})), so no CLIP patch would hold the object. Crop the image so the object is inside that "
+            "square, or put a point on a part of it that is")
+    return info
+
+
+def eval_labels(cfg, removed, added):
+    """(labels, removed_label, added_label, kept_labels) for CLAP from EVAL_LABELS and the source names."""
+    texts = dict(cfg["EVAL_LABELS"])
+    label = lambda name: texts.get(name) or f"the sound of a {name}"   # noqa: E731
+    sources = [removed, added] + [k for k in cfg["KEPT_SOURCES"] if k not in (removed, added)]
+    labels = [label(s) for s in sources]
+    labels += [t for n, t in texts.items() if t not in labels]   # distractors
+    if len(set(labels)) != len(labels):
+        raise UserError(f"EVAL_LABELS give two sources the same label: {labels}")
+    return labels, label(removed), label(added), [label(k) for k in sources[2:]]
+
+
+def roles_of(cfg, prompts):
+    removed, added = prompts[0].name, prompts[1].name
+    kept = list(dict.fromkeys(k for k in cfg["KEPT_SOURCES"] if k not in (removed, added)))
+    return {"removed": removed, "added": added, "kept": kept}
+
+
+def source_names(cfg, prompts):
+    roles = roles_of(cfg, prompts)
+    return [roles["removed"], roles["added"], *roles["kept"]]
+
+
+def prepare_inputs(cfg):
+    """Images, prompts and settings checked before any model loads: (images [I_0, I_1], prompts, notes)."""
+    check_settings(cfg)
+    images = [resolve_image(cfg["ORIGINAL"], cfg["IMAGE_DIR"]), resolve_image(cfg["EDITED"], cfg["IMAGE_DIR"])]
+    prompts = parse_prompts(cfg["SAM2_PROMPTS"], cfg["TEXT_PROMPT"])
+    notes = []
+    for image, prompt in zip(images, prompts):
+        check_image_and_points(image, prompt, notes)
+    eval_labels(cfg, prompts[0].name, prompts[1].name)   # label clashes fail now, not after the audio
+    return images, prompts, notes
 
 
 # -----------------------------------------------------------------------------
@@ -181,85 +470,6 @@ def set_seed(seed):
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-def resolve_image(name, image_dir):
-    """A path for an image given as a bare file name in IMAGE_DIR or as a path; UserError if missing."""
-    path = Path(name)
-    if not path.is_file() and not path.is_absolute():
-        path = Path(image_dir) / name
-    if not path.is_file():
-        raise UserError(f"image not found: {name} (looked at {Path(name).resolve()} and {path.resolve()}). "
-                        f"Set --ORIGINAL/--EDITED to an image file, or put it in {image_dir}/")
-    return path
-
-
-def new_run_dir(output_dir, name):
-    """outputs/<timestamp>_<name>/, created fresh: a run never writes into an earlier run's folder."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "run"
-    for i in range(1000):
-        run_dir = Path(output_dir) / (f"{stamp}_{safe}" + (f"_{i}" if i else ""))
-        try:
-            run_dir.mkdir(parents=True, exist_ok=False)
-            return run_dir
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run folder in {output_dir}")
-
-
-def visualize_mask(image, mask, path, title="", points=None, labels=None):
-    """Save the 3-panel figure (image with the prompt points, mask, overlay) as a PNG; returns the path."""
-    from mask import save_mask_figure
-    save_mask_figure(image, mask, path=path, points=points, labels=labels, title=title)
-    return path
-
-
-def parse_prompts(prompts):
-    """SAM2_PROMPTS -> [(name, points [[x, y], ...], labels [...]) for removed, added]; UserError when malformed."""
-    example = '{"cat": {"x": [448], "y": [330], "labels": [1]}, "duck": {"x": [410], "y": [130], "labels": [1]}}'
-    if not isinstance(prompts, dict) or len(prompts) != 2:
-        raise UserError(f"SAM2_PROMPTS needs exactly two entries (object to remove in I_0, then object to add in "
-                        f"I_1), got {prompts!r}. Example: {example}")
-    parsed = []
-    for name, p in prompts.items():
-        if not isinstance(p, dict) or "x" not in p or "y" not in p:
-            raise UserError(f"SAM2_PROMPTS[{name!r}] needs 'x' and 'y' (and optional 'labels'), got {p!r}")
-        xs = p["x"] if isinstance(p["x"], (list, tuple)) else [p["x"]]
-        ys = p["y"] if isinstance(p["y"], (list, tuple)) else [p["y"]]
-        labels = p.get("labels", [1] * len(xs))
-        labels = labels if isinstance(labels, (list, tuple)) else [labels] * len(xs)
-        if not xs or len(xs) != len(ys) or len(labels) != len(xs):
-            raise UserError(f"SAM2_PROMPTS[{name!r}]: x, y and labels must have the same length, got {p!r}")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in list(xs) + list(ys)):
-            raise UserError(f"SAM2_PROMPTS[{name!r}]: x and y must be pixel numbers, got {p!r}")
-        if any(lab not in (0, 1) for lab in labels):
-            raise UserError(f"SAM2_PROMPTS[{name!r}]: labels must be 1 (on the object) or 0 (not on it), got {labels}")
-        if 1 not in labels:
-            raise UserError(f"SAM2_PROMPTS[{name!r}] has no positive point (label 1): SAM2 needs one on the object")
-        parsed.append((str(name), [[float(x), float(y)] for x, y in zip(xs, ys)], [int(v) for v in labels]))
-    return parsed
-
-
-def check_points(image_path, points, name):
-    from mask import check_points_inside
-    from util import load_image_rgb
-    try:
-        check_points_inside(points, load_image_rgb(image_path).size, str(image_path))
-    except ValueError as err:
-        raise UserError(f"SAM2_PROMPTS[{name!r}]: {err}") from err
-
-
-def eval_labels(cfg, removed, added):
-    """(labels, removed_label, added_label, kept_labels) for CLAP from EVAL_LABELS and the source names."""
-    texts = dict(cfg["EVAL_LABELS"])
-    label = lambda name: texts.get(name) or f"the sound of a {name}"   # noqa: E731
-    sources = [removed, added] + [k for k in cfg["KEPT_SOURCES"] if k not in (removed, added)]
-    labels = [label(s) for s in sources]
-    labels += [t for n, t in texts.items() if t not in labels]   # distractors
-    if len(set(labels)) != len(labels):
-        raise UserError(f"EVAL_LABELS give two sources the same label: {labels}")
-    return labels, label(removed), label(added), [label(k) for k in sources[2:]]
 
 
 def unit_norm_report(**embs):
@@ -295,7 +505,9 @@ def recorded_warnings(store):
         with warnings.catch_warnings():
             warnings.simplefilter("always", UserWarning)
             # library notices about their own internals say nothing about this run
-            for notice in ("pkg_resources is deprecated", "`torch.jit.script` is deprecated"):
+            for notice in ("pkg_resources is deprecated", "`torch.jit.script` is deprecated",
+                           "The AudioLDMPipeline has been deprecated", "`torch.jit.load` is deprecated",
+                           "At least one mel filter has all zero values"):   # AST's 128 kaldi bands, by design
                 warnings.filterwarnings("ignore", message=notice)
             warnings.showwarning = show
             yield store
@@ -308,12 +520,60 @@ def write_json(path, data):
         json.dump(data, f, indent=2, default=str)
 
 
+class RunRecord:
+    """run.json: written when the run folder is made (status 'running') and rewritten on every exit path.
+
+    update() adds fields as the run goes; close() sets the status ('finished', 'failed' with the error,
+    'interrupted') and lists every file the run made, so a crashed run's folder says what it holds.
+    """
+
+    def __init__(self, run_dir, data):
+        self.run_dir, self.path = Path(run_dir), Path(run_dir) / "run.json"
+        self.data = {"status": "running", "started": datetime.now().isoformat(timespec="seconds"), **data}
+        self.write()
+
+    def update(self, **fields):
+        self.data.update(fields)
+        self.write()
+
+    def close(self, status, error=None):
+        self.data.update(status=status, ended=datetime.now().isoformat(timespec="seconds"),
+                         outputs=sorted(p.name for p in self.run_dir.iterdir() if p.name != "run.json.tmp"))
+        if error is not None:
+            self.data["error"] = error
+        self.write()
+
+    def write(self):
+        # run.json is this run's own file: replaced atomically, so a crash never leaves half a JSON behind
+        tmp = self.path.with_name("run.json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, default=str))
+        os.replace(tmp, self.path)
+
+
+@contextlib.contextmanager
+def recorded_run(run_dir, data):
+    """A RunRecord that ends 'finished', 'failed' (with the error) or 'interrupted', whatever happens inside."""
+    record = RunRecord(run_dir, data)
+    try:
+        yield record
+    except KeyboardInterrupt:
+        record.close("interrupted", error="KeyboardInterrupt (Ctrl-C)")
+        raise
+    except BaseException as err:
+        record.close("failed", error=f"{type(err).__name__}: {err}")
+        record.update(traceback=traceback.format_exc(limit=8))
+        raise
+    record.close("finished")
+
+
 # -----------------------------------------------------------------------------
 # models: each loaded on first use, then kept for every step, pair and setting of the run
 
 
 class Models:
     """Every model the pipeline uses, loaded lazily and once. smoke=True: tiny random-weight models, CPU."""
+
+    NAMES = ("clip", "sam2", "yolo", "ssv2a", "aldm", "ast", "clap")
 
     def __init__(self, cfg):
         from util import get_device
@@ -324,6 +584,17 @@ class Models:
             raise UserError(f"DEVICE={cfg['DEVICE']!r}: {err}") from err
         self.config_path = Path(cfg["CONFIG_PATH"])
         self.checkpoint_path = Path(cfg["CHECKPOINT_PATH"])
+        self.load_seconds = {}
+
+    def load_all(self):
+        """Open every model now, so a broken checkpoint stops the run before any work (and no folder is made)."""
+        print(f"Loading every model on {self.device} (each checkpoint is opened and checked before any work) ...")
+        start = time.perf_counter()
+        for name in self.NAMES:
+            t = time.perf_counter()
+            getattr(self, name)
+            self.load_seconds[name] = round(time.perf_counter() - t, 2)
+        print(f"Models ready in {time.perf_counter() - start:.1f} s")
 
     @functools.cached_property
     def clip(self):
@@ -355,13 +626,18 @@ class Models:
         return aldm.tiny_audioldm() if self.smoke else aldm.load_audioldm(self.device)
 
     @functools.cached_property
+    def ast(self):
+        import evaluation
+        return evaluation.tiny_ast() if self.smoke else evaluation.load_ast(self.device)
+
+    @functools.cached_property
     def clap(self):
         import evaluation
         return evaluation.tiny_clap() if self.smoke else evaluation.load_clap(self.device)
 
 
 def check_checkpoints(cfg):
-    """Every checkpoint a real run needs, fetched now (when online) or listed with its fix: before any work."""
+    """Every checkpoint file a real run needs is there (fetched now when online) or listed with its fix."""
     from model.checkpoints import CHECKPOINTS, CheckpointError, checkpoint_path, hf_model_dir
     problems = []
     if not Path(cfg["CONFIG_PATH"]).is_file():
@@ -370,7 +646,7 @@ def check_checkpoints(cfg):
     ssv2a = Path(cfg["CHECKPOINT_PATH"])
     if not ssv2a.is_file():
         problems.append(f"SSV2A checkpoint not found: {ssv2a}\n  " + CHECKPOINTS["ssv2a"].manual.format(path=ssv2a))
-    for name in ["clip", "sam2", "yolo", "audioldm", "clap", "roberta"]:
+    for name in ["clip", "sam2", "yolo", "audioldm", "clap", "roberta", "ast"]:
         try:
             hf_model_dir(name) if CHECKPOINTS[name].hf_repo else checkpoint_path(name, check_hash=False)
         except CheckpointError as err:
@@ -381,29 +657,80 @@ def check_checkpoints(cfg):
                         + "\nTo check the pipeline without any weights: python main.py --smoke")
 
 
+def check_audio_classes(cfg, models, sources):
+    """AUDIO_CLASSES against the loaded classifier's own class names: UserError with close matches."""
+    import evaluation
+    try:
+        _, notes = evaluation.resolve_audio_classes(sources, cfg["AUDIO_CLASSES"], models.ast.labels)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    return notes
+
+
+def load_models(cfg, sources_list):
+    """Models, every checkpoint opened (real runs) and AUDIO_CLASSES resolved: all before any run folder."""
+    models = Models(cfg)
+    if models.device.type == "cpu" and not cfg["SMOKE"]:
+        print("WARNING: no CUDA GPU found, running on the CPU. Expect tens of minutes per run "
+              "(--SAMPLER=dpmpp-2m --CYCLE_ITS=8 --EVAL_SEEDS=1 for a quicker look).")
+    if not cfg["SMOKE"]:
+        check_checkpoints(cfg)
+    models.load_all()
+    notes = []
+    for p_cfg, sources in sources_list:
+        notes += check_audio_classes(p_cfg, models, sources)
+    return models, list(dict.fromkeys(notes))
+
+
 # -----------------------------------------------------------------------------
 # the 7 steps of the research plan (each prints its header and the shapes it produced)
 
 
-def step1_masks(images, prompts, models, run_dir=None):
-    """SAM2 masks: M_neg = the removed object in I_0, M_pos = the added object in I_1 ([H, W] float32 {0, 1})."""
+def step1_masks(images, prompts, models, run_dir=None, cfg=None):
+    """SAM2 masks: M_neg = the removed object in I_0, M_pos = the added object in I_1 ([H, W] float32 {0, 1}).
+
+    Point prompts go to SAM2 directly; a name-only object is found by SAM2's automatic proposals ranked by
+    CLIP against its name (mask.segment_by_text). Returns ([M_neg [1, H, W], M_pos [1, H, W]], info per object).
+    """
     import torch
-    from mask import get_mask
+    import mask
+    cfg = cfg or default_config()
     print("\n=== STEP 1: SAM2 masks ===")
-    masks = []
-    for image, (name, points, labels), role in zip(images, prompts, ("remove", "add")):
-        m = get_mask(image, [p[0] for p in points], [p[1] for p in points], labels, predictor=models.sam2)
-        print(f"  M_{'neg' if role == 'remove' else 'pos'} ({role} '{name}' in {Path(image).name}): "
-              f"{tuple(m.shape)}, {m.mean() * 100:.1f}% of pixels")
+    masks, infos = [], []
+    for image, prompt, role in zip(images, prompts, ("remove", "add")):
+        tag = f"M_{'neg' if role == 'remove' else 'pos'} ({role} '{prompt.name}' in {Path(image).name})"
+        if prompt.by_text:
+            others = [p.name for p in prompts if p is not prompt]
+            model, preprocess = models.clip
+            options = mask.TINY_PROPOSAL_OPTIONS if models.smoke else {}
+            try:
+                m, info = mask.segment_by_text(image, prompt.name, text=prompt.text, other_names=others,
+                                               predictor=models.sam2, clip_model=model, preprocess=preprocess,
+                                               min_score=cfg["TEXT_MIN_SCORE"], union=prompt.union,
+                                               prompt_template=cfg["TEXT_PROMPT"], **options)
+            except mask.NoMatchError as err:
+                raise UserError(str(err)) from err
+            print(f"  {tag}: found by name with CLIP prompt {prompt.text!r}: proposal(s) {info['chosen']} of "
+                  f"{len(info['candidates'])}, P = {info['score']:.3f}")
+        else:
+            m = mask.get_mask(image, [p[0] for p in prompt.points], [p[1] for p in prompt.points], prompt.labels,
+                              predictor=models.sam2)
+            info = {"points": prompt.points, "labels": prompt.labels}
+        print(f"  {tag}: {tuple(m.shape)}, {m.mean() * 100:.1f}% of pixels")
         if m.sum() == 0:
-            raise UserError(f"SAM2 found nothing at {points} in {image} for '{name}'; check the point with "
+            raise UserError(f"SAM2 found nothing for '{prompt.name}' in {image}; check it with "
                             f"python verify_masks.py --image {image} --interactive")
         if run_dir is not None:
-            fig = visualize_mask(image, m, run_dir / f"mask_{role}_{name}.png",
-                                 title=f"{role} '{name}' ({Path(image).name})", points=points, labels=labels)
-            print(f"  figure: {fig}")
+            path = run_file(run_dir, f"mask_{role}_{safe_name(prompt.name)}.png")
+            title = f"{role} '{prompt.name}' ({Path(image).name})"
+            if prompt.by_text:
+                mask.save_proposals_figure(image, m, info, path=path, title=title)
+            else:
+                mask.save_mask_figure(image, m, path=path, points=prompt.points, labels=prompt.labels, title=title)
+            print(f"  figure: {path}")
         masks.append(torch.from_numpy(m)[None])   # [1, H, W], the batch the mask functions take
-    return masks
+        infos.append({k: v for k, v in info.items() if k != "segmentations"})   # run.json: scores, not pixels
+    return masks, infos
 
 
 def step2_clip_tokens(images, models):
@@ -417,12 +744,16 @@ def step2_clip_tokens(images, models):
     return tok
 
 
-def step3_patch_weights(M_neg, M_pos, threshold):
+def step3_patch_weights(M_neg, M_pos, threshold, names=("removed", "added")):
     """Masks on CLIP's 16x16 patch grid, aligned with CLIP's resize + centre crop: m_neg, m_pos [1, 256]."""
     from util import mask_to_patch_weights
     print("\n=== STEP 3: masks -> CLIP patch grid ===")
     m_neg = mask_to_patch_weights(M_neg, threshold=threshold)
     m_pos = mask_to_patch_weights(M_pos, threshold=threshold)
+    for m, name in ((m_neg, names[0]), (m_pos, names[1])):
+        if m.sum() == 0:
+            raise UserError(f"the mask of '{name}' lies entirely outside the centre square that CLIP sees of its "
+                            "image: no CLIP patch holds the object. Crop the image so the object is inside it")
     print(f"  m_neg {tuple(m_neg.shape)}: {int((m_neg > 0).sum())} patches; "
           f"m_pos {tuple(m_pos.shape)}: {int((m_pos > 0).sum())} patches (threshold {threshold})")
     return m_neg, m_pos
@@ -480,40 +811,67 @@ def detect_sources(images, tok, models):
     return slots, detections
 
 
-def step7_audio(images, tok, emb_finals, models, cfg, sources=None):
-    """Hybrid SSV2A: baselines (I_0, I_1 as SSV2A hears them) and I_1's slots with slot 0 = E_final.
+def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None):
+    """Hybrid SSV2A: baselines (I_0, I_1 as SSV2A hears them) and I_1's slots with slot 0 = E_final, per seed.
 
-    emb_finals: [n, 768] manipulated embeddings (one per setting). Returns (audio [2 + n, samples] numpy,
-    claps [2 + n, 512], slots [2 + n, 64, 768], detections). Rows 0 and 1 are the baselines. sources: the
-    (slots, detections) of detect_sources, when already computed.
+    emb_finals: [n, 768] manipulated embeddings (one per setting). seeds: the seeds to draw every row with
+    (default eval_seeds(cfg)). Returns (audio numpy [S, 2 + n, samples], claps [S, 2 + n, 512],
+    slots [2 + n, 64, 768], detections). Rows 0 and 1 are the baselines; a row of seed s draws its cycle-mix
+    and AudioLDM noise from s alone, so the rows of one seed differ only by their slots.
     """
     import numpy as np
     import torch
     from model.pipeline import slots_to_audio
     print("\n=== STEP 7: audio via hybrid SSV2A (YOLO -> slots -> cycle_mix -> AudioLDM) ===")
+    seeds = eval_seeds(cfg) if seeds is None else list(seeds)
     slots_base, detections = sources if sources is not None else detect_sources(images, tok, models)
     slots_manip = slots_base[1:2].repeat(len(emb_finals), 1, 1)
     slots_manip[:, 0] = emb_finals.to(slots_manip)   # plan step 8.2: our embedding is the global context
     slots = torch.cat([slots_base, slots_manip])
+    rows = [(s, r) for s in seeds for r in range(len(slots))]
+    steps = audio_steps(cfg)
     print(f"  slots {tuple(slots.shape)}: rows = baseline_original, baseline_edited, {len(emb_finals)} manipulated; "
-          f"objects per image: {[len(d) for d in detections]}")
+          f"objects per image: {[len(d) for d in detections]}; {len(seeds)} seed(s) {seeds}; "
+          f"{cfg['SAMPLER']} x {steps} steps" + ("; slot 0 pinned" if cfg["PIN_GLOBAL"] else ""))
     audio, claps = [], []
     batch = max(1, int(cfg["AUDIO_BATCH"]))
-    for start in range(0, len(slots), batch):
-        a, c = slots_to_audio(slots[start:start + batch], models.ssv2a, models.aldm, its=cfg["CYCLE_ITS"],
+    for start in range(0, len(rows), batch):
+        chunk = rows[start:start + batch]
+        a, c = slots_to_audio(slots[[r for _, r in chunk]], models.ssv2a, models.aldm, its=cfg["CYCLE_ITS"],
                               samples=cfg["CYCLE_SAMPLES"], var_samples=cfg["VAR_SAMPLES"], duration=cfg["DURATION"],
-                              steps=cfg["DDIM_STEPS"], guidance=cfg["GUIDANCE"], seed=cfg["SEED"])
+                              steps=steps, guidance=cfg["GUIDANCE"], seed=[s for s, _ in chunk],
+                              pin_global=cfg["PIN_GLOBAL"], sampler=cfg["SAMPLER"])
         audio.append(a)
         claps.append(c)
-        if len(slots) > batch:
-            print(f"  audio {min(start + batch, len(slots))}/{len(slots)}")
-    audio, claps = np.concatenate(audio), torch.cat(claps)
+        if len(rows) > batch:
+            print(f"  audio {min(start + batch, len(rows))}/{len(rows)}")
+    audio = np.concatenate(audio).reshape(len(seeds), len(slots), -1)
+    claps = torch.cat(claps).reshape(len(seeds), len(slots), -1)
     print(f"  remix CLAPs {tuple(claps.shape)} -> audio {audio.shape} at {sample_rate(models)} Hz")
     return audio, claps, slots, detections
 
 
 def sample_rate(models):
     return int(models.aldm.vocoder.config.sampling_rate)
+
+
+def e_final_reach(claps, row=2):
+    """How far slot 0 moved the remix: cosine distances of a manipulated row's remix CLAP to the baselines'.
+
+    The manipulated and baseline_edited rows of one seed share every other slot and all noise, so their
+    distance is what E_final alone changed. claps: [S, rows, 512]; row: the manipulated row. Per seed + means.
+    """
+    import torch.nn.functional as F
+    d_edit = (1 - F.cosine_similarity(claps[:, row], claps[:, 1], dim=-1)).tolist()
+    d_orig = (1 - F.cosine_similarity(claps[:, row], claps[:, 0], dim=-1)).tolist()
+    return {"cosine_distance_to_baseline_edited": d_edit, "cosine_distance_to_baseline_original": d_orig,
+            "mean_to_baseline_edited": sum(d_edit) / len(d_edit), "mean_to_baseline_original": sum(d_orig) / len(d_orig),
+            "what": "1 - cos between SSV2A remix CLAP embeddings (before AudioLDM), per seed"}
+
+
+def wav_name(name, seed, first_seed):
+    """The first seed's audio keeps the plain name; other seeds' get _seed<N>."""
+    return f"{name}.wav" if seed == first_seed else f"{name}_seed{seed}.wav"
 
 
 # -----------------------------------------------------------------------------
@@ -526,7 +884,7 @@ def generate_baseline_audio(images, models, cfg):
     model, preprocess = models.clip
     out = image_to_audio(images, model=models.ssv2a, aldm=models.aldm, yolo=models.yolo, clip_model=model,
                          preprocess=preprocess, its=cfg["CYCLE_ITS"], samples=cfg["CYCLE_SAMPLES"],
-                         var_samples=cfg["VAR_SAMPLES"], duration=cfg["DURATION"], steps=cfg["DDIM_STEPS"],
+                         var_samples=cfg["VAR_SAMPLES"], duration=cfg["DURATION"], steps=audio_steps(cfg),
                          guidance=cfg["GUIDANCE"], seed=cfg["SEED"], device=models.device)
     return out["audio"]
 
@@ -538,74 +896,67 @@ def manipulated_image_to_audio(edited, emb_final, models, cfg):
     out = pipeline.manipulated_image_to_audio(
         edited, emb_final, model=models.ssv2a, aldm=models.aldm, yolo=models.yolo, clip_model=model,
         preprocess=preprocess, its=cfg["CYCLE_ITS"], samples=cfg["CYCLE_SAMPLES"], var_samples=cfg["VAR_SAMPLES"],
-        duration=cfg["DURATION"], steps=cfg["DDIM_STEPS"], guidance=cfg["GUIDANCE"], seed=cfg["SEED"],
+        duration=cfg["DURATION"], steps=audio_steps(cfg), guidance=cfg["GUIDANCE"], seed=cfg["SEED"],
         device=models.device)
     return out["audio"][0]
 
 
-def prepare_inputs(cfg):
-    """Images and prompts checked before any model loads: (images [I_0, I_1], prompts [removed, added])."""
-    images = [resolve_image(cfg["ORIGINAL"], cfg["IMAGE_DIR"]), resolve_image(cfg["EDITED"], cfg["IMAGE_DIR"])]
-    prompts = parse_prompts(cfg["SAM2_PROMPTS"])
-    for image, (name, points, _) in zip(images, prompts):
-        try:
-            check_points(image, points, name)
-        except (ValueError, OSError) as err:   # unreadable image
-            raise UserError(str(err)) from err
-    eval_labels(cfg, prompts[0][0], prompts[1][0])   # label clashes fail now, not after the audio
-    return images, prompts
-
-
-def main_pipeline(cfg, models, run_dir, images, prompts):
-    """Steps 1-7 of the plan, then the evaluation; writes everything into run_dir. Returns the run record."""
+def main_pipeline(cfg, models, run_dir, images, prompts, record):
+    """Steps 1-7 of the plan, then the evaluation; writes everything into run_dir and fields into record."""
     import torch
     from model.aldm import save_wav
-    timer, caught = Timer(), []
-    removed, added = prompts[0][0], prompts[1][0]
+    timer, caught = Timer(), record.data.setdefault("warnings", [])
+    seeds = eval_seeds(cfg)
     set_seed(cfg["SEED"])
     with recorded_warnings(caught):
         with timer("step1_masks"):
-            M_neg, M_pos = step1_masks(images, prompts, models, run_dir)
+            (M_neg, M_pos), mask_info = step1_masks(images, prompts, models, run_dir, cfg)
+        record.update(masks=dict(zip(("removed", "added"), mask_info)), timings_s=timer.seconds)
         with timer("step2_clip_tokens"):
             tok = step2_clip_tokens(images, models)
         with timer("step3_patch_weights"):
-            m_neg, m_pos = step3_patch_weights(M_neg, M_pos, cfg["MASK_THRESHOLD"])
+            m_neg, m_pos = step3_patch_weights(M_neg, M_pos, cfg["MASK_THRESHOLD"], (prompts[0].name, prompts[1].name))
         with timer("step4_background"):
             emb_bg = step4_background(tok["patches_1"], m_neg, m_pos)
         with timer("step5_svd"):
             emb_suppress, emb_boost, svd_info = step5_svd(tok, m_neg, m_pos, cfg)
         with timer("step6_mix"):
             emb_final = step6_mix(tok["cls_1"], emb_boost, emb_suppress, emb_bg, cfg)
+        record.update(svd=svd_info, timings_s=timer.seconds)
         with timer("step7_audio"):
-            audio, claps, slots, detections = step7_audio(images, tok, emb_final[None], models, cfg)
+            audio, claps, slots, detections = step7_audio(images, tok, emb_final[None], models, cfg, seeds=seeds)
 
         sr = sample_rate(models)
-        audios = dict(zip(AUDIO_NAMES, audio))
-        for name, wave in audios.items():
-            save_wav(run_dir / f"{name}.wav", wave, sr)
+        wavs = []
+        for s, seed in enumerate(seeds):
+            for r, name in enumerate(AUDIO_NAMES):
+                wavs.append(save_wav(run_file(run_dir, wav_name(name, seed, seeds[0])), audio[s, r], sr).name)
+        reach = e_final_reach(claps)
         torch.save({"cls_0": tok["cls_0"], "patches_0": tok["patches_0"], "cls_1": tok["cls_1"],
                     "patches_1": tok["patches_1"], "M_neg": M_neg.bool(), "M_pos": M_pos.bool(), "m_neg": m_neg,
                     "m_pos": m_pos, "emb_bg": emb_bg, "emb_suppress": emb_suppress, "emb_boost": emb_boost,
-                    "emb_final": emb_final, "slots": slots, "claps": dict(zip(AUDIO_NAMES, claps))},
+                    "emb_final": emb_final, "slots": slots, "claps": claps, "seeds": torch.tensor(seeds),
+                    "audio_rows": list(AUDIO_NAMES)},
                    run_dir / "embeddings.pt")
+        record.update(detections=detection_record(detections), audio_seconds=cfg["DURATION"], sample_rate=sr,
+                      seeds=seeds, wavs=wavs, e_final_reach=reach, timings_s=timer.seconds)
+        print(f"\n  E_final's reach (remix CLAP cosine distance, mean over seeds): to baseline_edited "
+              f"{reach['mean_to_baseline_edited']:.4f}, to baseline_original {reach['mean_to_baseline_original']:.4f}")
 
-        print("\n=== Evaluation: CLAP scores of the three audios ===")
+        print(f"\n=== Evaluation: AudioSet classifier and CLAP over {len(seeds)} seed(s) ===")
         with timer("evaluation"):
-            results = evaluate(audios, cfg, removed, added, models, run_dir)
-
-    record = run_record(cfg, models, images, prompts, timer.seconds, caught)
-    record.update(svd=svd_info, detections=detection_record(detections), audio_seconds=cfg["DURATION"],
-                  sample_rate=sr, verdict=results.get("verdict", {}).get("passed_all"),
-                  outputs=sorted(p.name for p in run_dir.iterdir()) + ["run.json"])
-    write_json(run_dir / "run.json", record)
-    return record
+            results = evaluate(audio, seeds, cfg, prompts, models, run_dir, extra={"e_final_reach": reach})
+    record.update(timings_s=timer.seconds, verdict={
+        "passed_all": results["verdict"]["passed_all"], "n_passed": results["verdict"]["n_passed"],
+        "n_confident": results["verdict"]["n_confident"], "n_checks": results["verdict"]["n_checks"]})
+    return results
 
 
-def evaluate(audios, cfg, removed, added, models, run_dir):
+def evaluate(audio, seeds, cfg, prompts, models, run_dir, extra=None):
     import evaluation
-    labels, removed_label, added_label, kept_labels = eval_labels(cfg, removed, added)
-    return evaluation.evaluate_run(audios, labels, removed_label, added_label, kept_labels, run_dir, models.clap,
-                                   sample_rate=sample_rate(models), tolerance=cfg["EVAL_TOLERANCE"])
+    return evaluation.evaluate_run(audio, seeds, roles_of(cfg, prompts), run_dir, models.ast, models.clap,
+                                   class_map=cfg["AUDIO_CLASSES"], clap_labels=cfg["EVAL_LABELS"],
+                                   sample_rate=sample_rate(models), tolerance=cfg["EVAL_TOLERANCE"], extra=extra)
 
 
 def detection_record(detections):
@@ -613,21 +964,26 @@ def detection_record(detections):
             for dets in detections]
 
 
-def run_record(cfg, models, images, prompts, timings, caught):
+def run_record(cfg, models, mode, images=None, prompts=None, notes=()):
     import torch
-    return {
+    record = {
         "command": " ".join(sys.argv),
-        "finished": datetime.now().isoformat(timespec="seconds"),
-        "config": cfg,
-        "images": {"original": str(images[0]), "edited": str(images[1])},
-        "removed": prompts[0][0], "added": prompts[1][0],
-        "seed": cfg["SEED"],
+        "mode": mode,
+        "config": {k: v for k, v in cfg.items() if not k.startswith("_")},
+        "sampler": {"name": cfg["SAMPLER"], "steps": audio_steps(cfg)},
+        "seed": cfg["SEED"], "seeds": eval_seeds(cfg),
         "device": str(models.device),
         "smoke": models.smoke,
-        "timings_s": timings,
-        "warnings": caught,
+        "model_load_s": models.load_seconds,
+        "warnings": list(notes),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
+    if images is not None:
+        record.update(images={"original": str(images[0]), "edited": str(images[1])},
+                      removed=prompts[0].name, added=prompts[1].name,
+                      prompts={p.name: ({"text": p.text, "union": p.union} if p.by_text
+                                        else {"points": p.points, "labels": p.labels}) for p in prompts})
+    return record
 
 
 # -----------------------------------------------------------------------------
@@ -646,85 +1002,112 @@ def sweep_settings(grid):
     return [dict(zip(names, values)) for values in itertools.product(*grid.values())]
 
 
+def check_sweep(cfg):
+    """Every setting of the grid checked like a single run's, before any model loads."""
+    settings = sweep_settings(cfg["SWEEP"])
+    for setting in settings:
+        check_settings({**cfg, **setting}, where=f"sweep setting {setting_name(setting)}")
+    return settings
+
+
 def setting_name(setting):
-    return "_".join(f"{k}-{v:g}" if isinstance(v, float) else f"{k}-{v}" for k, v in setting.items())
+    parts = [f"{k}-{v:g}" if isinstance(v, float) else f"{k}-{v}" for k, v in setting.items()]
+    return safe_name("_".join(parts), limit=120)
 
 
-def run_sweep(cfg, models, run_dir, images, prompts):
-    """Every setting of cfg['SWEEP']: sweep.csv, a heat map of the target score, one wav per setting."""
+def run_sweep(cfg, models, run_dir, images, prompts, record):
+    """Every setting of cfg['SWEEP'] over every seed: sweep.csv, a heat map of the target score, the wavs."""
     import torch
     import evaluation
     from model.aldm import save_wav
     settings = sweep_settings(cfg["SWEEP"])
-    timer, caught = Timer(), []
-    removed, added = prompts[0][0], prompts[1][0]
-    labels, removed_label, added_label, kept_labels = eval_labels(cfg, removed, added)
-    print(f"Sweep: {len(settings)} settings over {', '.join(cfg['SWEEP'])}")
+    timer, caught = Timer(), record.data.setdefault("warnings", [])
+    roles = roles_of(cfg, prompts)
+    seeds = eval_seeds(cfg)
+    print(f"Sweep: {len(settings)} settings over {', '.join(cfg['SWEEP'])}, {len(seeds)} seed(s) each")
     set_seed(cfg["SEED"])
+    rows, emb_finals, infos = [None] * len(settings), [], []
     with recorded_warnings(caught):
         with timer("shared: masks, tokens, detection"):
-            M_neg, M_pos = step1_masks(images, prompts, models, run_dir)
+            (M_neg, M_pos), _ = step1_masks(images, prompts, models, run_dir, cfg)
             tok = step2_clip_tokens(images, models)
             sources = detect_sources(images, tok, models)
-        emb_finals, infos = [], []
         with timer("per setting: steps 3-6"):
             for setting in settings:
                 s_cfg = {**cfg, **setting}
                 print(f"\n--- setting {setting_name(setting)} ---")
-                m_neg, m_pos = step3_patch_weights(M_neg, M_pos, s_cfg["MASK_THRESHOLD"])
+                m_neg, m_pos = step3_patch_weights(M_neg, M_pos, s_cfg["MASK_THRESHOLD"],
+                                                   (prompts[0].name, prompts[1].name))
                 emb_bg = step4_background(tok["patches_1"], m_neg, m_pos)
                 emb_suppress, emb_boost, info = step5_svd(tok, m_neg, m_pos, s_cfg)
                 emb_finals.append(step6_mix(tok["cls_1"], emb_boost, emb_suppress, emb_bg, s_cfg))
                 infos.append(info)
-        with timer("per setting: cycle_mix + AudioLDM"):
-            audio, claps, _, detections = step7_audio(images, tok, torch.stack(emb_finals), models, cfg, sources)
-        sr = sample_rate(models)
-        with timer("evaluation"):
-            scores = evaluation.score_audios({i: a for i, a in enumerate(audio)}, labels, models.clap, sample_rate=sr)
-        save_wav(run_dir / "baseline_original.wav", audio[0], sr)
-        save_wav(run_dir / "baseline_edited.wav", audio[1], sr)
-        rows = []
+        # settings that change every audio (slot pinning, sampler) need their own baselines
+        groups = {}
         for i, setting in enumerate(settings):
-            save_wav(run_dir / f"manipulated_{setting_name(setting)}.wav", audio[2 + i], sr)
-            probs = {"baseline_original": scores["probs"][0], "baseline_edited": scores["probs"][1],
-                     "manipulated": scores["probs"][2 + i]}
-            embs = {"baseline_original": scores["audio_embs"][0], "baseline_edited": scores["audio_embs"][1],
-                    "manipulated": scores["audio_embs"][2 + i]}
-            v = evaluation.verdict(probs, embs, labels, removed_label, added_label, kept_labels, cfg["EVAL_TOLERANCE"])
-            rows.append({**setting, **verdict_row(v, probs, labels, removed_label, added_label),
-                         "k_effective_suppress": infos[i]["suppress"]["k_effective"],
-                         "k_effective_boost": infos[i]["boost"]["k_effective"],
-                         "no_op": infos[i]["suppress"]["no_op"] or infos[i]["boost"]["no_op"],
-                         "audio": f"manipulated_{setting_name(setting)}.wav"})
-        write_csv(run_dir / "sweep.csv", rows)
+            groups.setdefault(tuple((k, setting.get(k, cfg[k])) for k in AUDIO_KEYS), []).append(i)
+        sr = sample_rate(models)
+        all_claps = {}
+        for g, (group, members) in enumerate(groups.items()):
+            g_cfg = {**cfg, **dict(group)}
+            suffix = "" if g == 0 else "_" + setting_name(dict(group))
+            with timer("per setting: cycle_mix + AudioLDM"):
+                audio, claps, _, detections = step7_audio(images, tok, torch.stack([emb_finals[i] for i in members]),
+                                                          models, g_cfg, sources, seeds=seeds)
+            for s, seed in enumerate(seeds):
+                for r, name in enumerate(AUDIO_NAMES[:2]):
+                    save_wav(run_file(run_dir, wav_name(name + suffix, seed, seeds[0])), audio[s, r], sr)
+                for j, i in enumerate(members):
+                    save_wav(run_file(run_dir, wav_name(f"manipulated_{setting_name(settings[i])}", seed, seeds[0])),
+                             audio[s, 2 + j], sr)
+            with timer("evaluation"):
+                scores = evaluation.score_run(audio, source_names(cfg, prompts), models.ast, models.clap,
+                                              cfg["AUDIO_CLASSES"], cfg["EVAL_LABELS"], sr)
+            for j, i in enumerate(members):
+                result = evaluation.build_verdict(scores, roles, cfg["EVAL_TOLERANCE"], rows=(0, 1, 2 + j))
+                reach = e_final_reach(claps, row=2 + j)
+                rows[i] = {**settings[i], **verdict_row(result),
+                           "reach_to_baseline_edited": round(reach["mean_to_baseline_edited"], 6),
+                           "k_effective_suppress": infos[i]["suppress"]["k_effective"],
+                           "k_effective_boost": infos[i]["boost"]["k_effective"],
+                           "no_op": infos[i]["suppress"]["no_op"] or infos[i]["boost"]["no_op"],
+                           "audio": wav_name(f"manipulated_{setting_name(settings[i])}", seeds[0], seeds[0])}
+            all_claps[setting_name(dict(group))] = claps
+        write_csv(run_file(run_dir, "sweep.csv"), rows)
         plot_sweep_heatmap(rows, list(cfg["SWEEP"]), run_dir / "sweep_heatmap.png")
-    torch.save({"settings": settings, "emb_final": torch.stack(emb_finals), "claps": claps}, run_dir / "embeddings.pt")
-    record = run_record(cfg, models, images, prompts, timer.seconds, caught)
-    record.update(mode="sweep", settings=settings, detections=detection_record(detections),
-                  outputs=sorted(p.name for p in run_dir.iterdir()) + ["run.json"])
-    write_json(run_dir / "run.json", record)
+    torch.save({"settings": settings, "emb_final": torch.stack(emb_finals), "claps": all_claps, "seeds": seeds},
+               run_dir / "embeddings.pt")
+    record.update(settings=settings, timings_s=timer.seconds, detections=detection_record(detections))
     best = max(rows, key=lambda r: r["target"])
     best_setting = setting_name({k: best[k] for k in cfg["SWEEP"]})
-    print(f"\nBest target (P(added) - P(removed), manipulated) {best['target']:.4f} at {best_setting}")
+    print(f"\nBest target (P(added) - P(removed) of the manipulated audio, AudioSet classifier, mean over seeds) "
+          f"{best['target']:.4f} at {best_setting}")
     print(f"Sweep table: {run_dir / 'sweep.csv'}; heat map: {run_dir / 'sweep_heatmap.png'}")
     return rows
 
 
-def verdict_row(v, probs, labels, removed_label, added_label):
-    """One flat table row: each label's probability per audio, each check's pass/fail and numbers."""
+def verdict_row(result):
+    """One flat table row of a build_verdict result: per check its mean delta, CI, seeds that hold, pass flags."""
     row = {}
-    ia, ir = labels.index(added_label), labels.index(removed_label)
-    row["target"] = round(float(probs["manipulated"][ia] - probs["manipulated"][ir]), 6)
-    for name in AUDIO_NAMES:
-        for label, p in zip(labels, probs[name]):
-            row[f"P[{label}] {name}"] = round(float(p), 6)
-    for check, c in v["checks"].items():
-        row[f"{check} passed"] = bool(c["passed"])
-        for key, value in (c.get("numbers") or {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                row[f"{check} {key}"] = round(float(value), 6)
-    row["checks passed"] = sum(bool(c["passed"]) for c in v["checks"].values())
-    row["passed_all"] = bool(v["passed_all"])
+    checks = result["verdict"]["checks"]
+    roles = result["roles"]
+    add, rem = checks.get("added_increased"), checks.get("removed_decreased")
+    if add and rem:
+        import numpy as np
+        row["target"] = round(float(np.mean(np.array(add["manipulated"]) - np.array(rem["manipulated"]))), 6)
+    for view in ("verdict", "clap_view"):
+        prefix = "" if view == "verdict" else "clap "
+        for name, c in result[view]["checks"].items():
+            row[f"{prefix}{name} mean"] = round(c["mean"], 6)
+            if c["std"] is not None:
+                row[f"{prefix}{name} std"] = round(c["std"], 6)
+                row[f"{prefix}{name} ci_low"], row[f"{prefix}{name} ci_high"] = (round(v, 6) for v in c["ci95"])
+            row[f"{prefix}{name} fraction_holds"] = round(c["fraction_holds"], 4)
+            row[f"{prefix}{name} passed"] = c["passed"]
+            row[f"{prefix}{name} confident"] = c["confident"]
+        row[f"{prefix}passed_all"] = result[view]["passed_all"]
+        row[f"{prefix}checks passed"] = result[view]["n_passed"]
+    row["removed"], row["added"] = roles["removed"], roles["added"]
     return row
 
 
@@ -741,8 +1124,11 @@ def plot_sweep_heatmap(rows, names, path, key="target"):
     import numpy as np
     from matplotlib.figure import Figure
     x_name, y_name = names[0], (names[1] if len(names) > 1 else None)
-    xs = sorted({r[x_name] for r in rows})
-    ys = sorted({r[y_name] for r in rows}) if y_name else [None]
+    label = lambda v: f"{v:g}" if isinstance(v, float) else str(v)   # noqa: E731
+    xs = sorted({r[x_name] for r in rows}, key=str)
+    ys = sorted({r[y_name] for r in rows}, key=str) if y_name else [None]
+    xs = sorted(xs) if all(isinstance(v, (int, float)) for v in xs) else xs
+    ys = sorted(ys) if y_name and all(isinstance(v, (int, float)) for v in ys) else ys
     grid = np.full((len(ys), len(xs)), np.nan)
     for j, y in enumerate(ys):
         for i, x in enumerate(xs):
@@ -751,15 +1137,15 @@ def plot_sweep_heatmap(rows, names, path, key="target"):
     fig = Figure(figsize=(1.2 * len(xs) + 3, 0.8 * len(ys) + 2.5))
     ax = fig.add_subplot()
     im = ax.imshow(grid, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
-    ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys] if y_name else [""])
+    ax.set_xticks(range(len(xs)), [label(x) for x in xs])
+    ax.set_yticks(range(len(ys)), [label(y) for y in ys] if y_name else [""])
     ax.set_xlabel(x_name)
     ax.set_ylabel(y_name or "")
     for j in range(len(ys)):
         for i in range(len(xs)):
             ax.text(i, j, f"{grid[j, i]:.3f}", ha="center", va="center", color="w", fontsize=8)
     extra = f" (mean over {', '.join(names[2:])})" if len(names) > 2 else ""
-    ax.set_title(f"P(added) - P(removed), manipulated{extra}")
+    ax.set_title(f"P(added) - P(removed), manipulated, mean over seeds{extra}", fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     with open(path, "xb") as f:
@@ -773,7 +1159,7 @@ def plot_sweep_heatmap(rows, names, path, key="target"):
 MANIFEST_COLUMNS = ["original", "edited", "remove", "remove_x", "remove_y", "add", "add_x", "add_y"]
 MANIFEST_HELP = ("columns: original, edited, remove, remove_x, remove_y, [remove_labels], add, add_x, add_y, "
                  "[add_labels], [kept], [eval_labels]; several points as 410;370, kept as dog;rocket, "
-                 "eval_labels as cat=a cat meowing;duck=a duck quacking")
+                 "eval_labels as cat=a cat meowing;duck=a duck quacking; empty x and y = find the object by name")
 
 
 def read_manifest(path):
@@ -793,7 +1179,7 @@ def pair_config(cfg, row, manifest_dir):
     """The run config of one manifest row (paths relative to the manifest's folder, then IMAGE_DIR)."""
     def numbers(text, what):
         try:
-            return [float(v) if "." in v else int(v) for v in str(text).replace(",", ";").split(";") if v.strip()]
+            return [float(v) if "." in v else int(v) for v in str(text or "").replace(",", ";").split(";") if v.strip()]
         except ValueError:
             raise UserError(f"{what}={text!r} is not a number or a ;-separated list of numbers") from None
 
@@ -803,58 +1189,82 @@ def pair_config(cfg, row, manifest_dir):
 
     prompts = {}
     for role in ("remove", "add"):
+        name = (row.get(role) or "").strip()
+        if not name:
+            raise UserError(f"the '{role}' column is empty: name the object to {role}")
         xs, ys = numbers(row[f"{role}_x"], f"{role}_x"), numbers(row[f"{role}_y"], f"{role}_y")
+        if not xs and not ys:
+            prompts[name] = {}   # empty coordinates: find the object by its name
+            continue
         labels = numbers(row.get(f"{role}_labels") or ";".join(["1"] * len(xs)), f"{role}_labels")
-        prompts[row[role].strip()] = {"x": xs, "y": ys, "labels": labels}
+        prompts[name] = {"x": xs, "y": ys, "labels": labels}
     labels = dict(cfg["EVAL_LABELS"])
     for item in (row.get("eval_labels") or "").split(";"):
         if "=" in item:
             name, text = item.split("=", 1)
             labels[name.strip()] = text.strip()
     kept = [k.strip() for k in (row.get("kept") or "").split(";") if k.strip()]
-    return {**cfg, "ORIGINAL": image(row["original"].strip()), "EDITED": image(row["edited"].strip()),
-            "SAM2_PROMPTS": prompts, "EVAL_LABELS": labels,
+    return {**cfg, "ORIGINAL": image((row.get("original") or "").strip()),
+            "EDITED": image((row.get("edited") or "").strip()), "SAM2_PROMPTS": prompts, "EVAL_LABELS": labels,
             "KEPT_SOURCES": kept if row.get("kept") is not None else cfg["KEPT_SOURCES"]}
 
 
-def run_manifest(cfg, models, run_dir, manifest):
-    """Each pair of the manifest in its own sub-folder; broken rows are reported and skipped."""
-    import numpy as np
+def prepare_manifest(cfg, manifest):
+    """Every row checked before any model loads: ([(row number, cfg, images, prompts, notes)], [skipped])."""
     rows = read_manifest(manifest)
-    table, failures = [], []
-    print(f"Manifest {manifest}: {len(rows)} pairs")
+    pairs, skipped = [], []
     for i, row in enumerate(rows, start=1):
-        print(f"\n##### pair {i}/{len(rows)}: {row.get('original')} -> {row.get('edited')} #####")
         try:
             p_cfg = pair_config(cfg, row, Path(manifest).resolve().parent)
-            images, prompts = prepare_inputs(p_cfg)
-            pair_dir = run_dir / f"pair{i:03d}_{prompts[0][0]}-to-{prompts[1][0]}"
-            pair_dir.mkdir()
-            main_pipeline(p_cfg, models, pair_dir, images, prompts)
-            results = json.loads((pair_dir / "results.json").read_text())
-            labels, removed_label, added_label, _ = eval_labels(p_cfg, prompts[0][0], prompts[1][0])
+            images, prompts, notes = prepare_inputs(p_cfg)
+            pairs.append((i, p_cfg, images, prompts, notes))
+        except (UserError, ValueError) as err:
+            print(f"SKIPPED pair {i} ({row.get('original')} -> {row.get('edited')}): {err}")
+            skipped.append({"pair": i, "original": row.get("original"), "edited": row.get("edited"),
+                            "error": str(err)})
+    if not pairs:
+        raise UserError(f"no row of {manifest} can run ({len(skipped)} skipped, reasons above); nothing was run")
+    return rows, pairs, skipped
+
+
+def run_manifest(cfg, models, run_dir, manifest, prepared, record):
+    """Each pair of the manifest in its own sub-folder (with its own run.json); failed pairs are reported."""
+    import numpy as np
+    rows, pairs, failures = prepared
+    table = []
+    print(f"Manifest {manifest}: {len(rows)} pairs, {len(pairs)} to run, {len(failures)} skipped")
+    for n, (i, p_cfg, images, prompts, notes) in enumerate(pairs, start=1):
+        print(f"\n##### pair {i} ({n}/{len(pairs)}): {images[0]} -> {images[1]} #####")
+        pair_dir = run_file(run_dir, f"pair{i:03d}_{safe_name(prompts[0].name)}-to-{safe_name(prompts[1].name)}")
+        pair_dir.mkdir()
+        try:
+            with recorded_run(pair_dir, run_record(p_cfg, models, "run", images, prompts, notes)) as pair_record:
+                results = main_pipeline(p_cfg, models, pair_dir, images, prompts, pair_record)
             table.append({"pair": i, "original": str(images[0]), "edited": str(images[1]),
-                          "removed": prompts[0][0], "added": prompts[1][0], "folder": pair_dir.name,
-                          **verdict_row(results["verdict"], results["probs"], results["labels"], removed_label,
-                                        added_label)})
-        except (UserError, ValueError, FileNotFoundError) as err:
-            print(f"SKIPPED pair {i}: {err}")
-            failures.append({"pair": i, "original": row.get("original"), "edited": row.get("edited"),
-                             "error": str(err)})
+                          "folder": pair_dir.name, **verdict_row(results)})
+        except (UserError, ValueError) as err:
+            print(f"FAILED pair {i}: {err}")
+            failures.append({"pair": i, "original": str(images[0]), "edited": str(images[1]), "error": str(err),
+                             "folder": pair_dir.name})
+        record.update(pairs_done=len(table), pairs_failed=len(failures))
     if table:
-        write_csv(run_dir / "pairs.csv", table)
+        write_csv(run_file(run_dir, "pairs.csv"), table)
     summary = {"manifest": str(manifest), "pairs": len(rows), "completed": len(table), "skipped": failures,
                "metrics": {}}
-    numeric = [k for k in (table[0] if table else {}) if k != "pair" and isinstance(table[0][k], (int, float))]
-    for key in numeric:
-        values = np.array([float(r[key]) for r in table])
-        summary["metrics"][key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1
-                                   else 0.0, "n": len(values)}
-    write_json(run_dir / "summary.json", summary)
-    print(f"\nManifest done: {len(table)} of {len(rows)} pairs completed, {len(failures)} skipped")
-    for key in [k for k in numeric if k == "target" or k.endswith("passed") or k == "passed_all"]:
+    # each metric over the pairs that have it: rows may name different kept sources
+    keys = list(dict.fromkeys(k for r in table for k in r if k != "pair"))
+    for key in keys:
+        present = [r[key] for r in table if key in r]
+        if present and all(isinstance(v, (int, float)) for v in present):
+            values = np.array(present, dtype=float)
+            summary["metrics"][key] = {"mean": float(values.mean()), "n": len(values),
+                                       "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    write_json(run_file(run_dir, "summary.json"), summary)
+    print(f"\nManifest done: {len(table)} of {len(rows)} pairs completed, {len(failures)} skipped or failed")
+    for key in [k for k in summary["metrics"] if k == "target" or k.endswith(("passed", "passed_all"))
+                and not k.startswith("clap ")]:
         m = summary["metrics"][key]
-        print(f"  {key:40s} mean {m['mean']:.4f}  std {m['std']:.4f}  (n={m['n']})")
+        print(f"  {key:44s} mean {m['mean']:.4f}  std {m['std']:.4f}  (n={m['n']})")
     print(f"Per-pair table: {run_dir / 'pairs.csv'}; means and stds: {run_dir / 'summary.json'}")
     return summary
 
@@ -875,6 +1285,10 @@ def main(argv=None):
     except UserError as err:
         print(f"\nError: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted. What the run made so far stays in its folder; run.json says 'interrupted'.",
+              file=sys.stderr)
+        return 130
     except Exception as err:
         from model.checkpoints import CheckpointError
         if isinstance(err, CheckpointError):
@@ -886,37 +1300,44 @@ def main(argv=None):
 def run(cfg, mode, manifest):
     import torch
     if cfg["SMOKE"]:
-        print("=" * 78 + "\nSMOKE RUN: tiny RANDOM-WEIGHT models (CLIP, SAM2, YOLO, SSV2A, AudioLDM, CLAP) on the "
-              "CPU.\nThe masks are arbitrary and the audio is noise: this checks the plumbing, not the method.\n"
+        print("=" * 78 + "\nSMOKE RUN: tiny RANDOM-WEIGHT models (CLIP, SAM2, YOLO, SSV2A, AudioLDM, AST, CLAP) on "
+              "the CPU.\nThe masks are arbitrary and the audio is noise: this checks the plumbing, not the method.\n"
               + "=" * 78)
+    # 1. everything the user wrote, checked before any model loads
     if mode == "manifest":
+        check_settings(cfg)
+        prepared = prepare_manifest(cfg, manifest)
+        sources = [(p_cfg, source_names(p_cfg, prompts)) for _, p_cfg, _, prompts, _ in prepared[1]]
         images = prompts = None
+        notes = list(dict.fromkeys(n for *_, pair_notes in prepared[1] for n in pair_notes))
     else:
-        images, prompts = prepare_inputs(cfg)
+        images, prompts, notes = prepare_inputs(cfg)
         if mode == "sweep":
-            sweep_settings(cfg["SWEEP"])
-    models = Models(cfg)
-    if models.device.type == "cpu" and not cfg["SMOKE"]:
-        print("WARNING: no CUDA GPU found, running on the CPU. Expect tens of minutes per run "
-              "(--DDIM_STEPS=50 --CYCLE_ITS=8 for a quicker look).")
-    if not cfg["SMOKE"]:
-        check_checkpoints(cfg)
+            check_sweep(cfg)
+        sources = [(cfg, source_names(cfg, prompts))]
+    for note in notes:
+        print(f"WARNING: {note}")
+    # 2. every model opened (every checkpoint checked) before any work and before a run folder exists
+    models, class_notes = load_models(cfg, sources)
+    for note in class_notes:
+        print(f"  AudioSet classes: {note}")
     if mode == "manifest":
         name = cfg["RUN_NAME"] or f"manifest-{Path(manifest).stem}"
     else:
-        name = cfg["RUN_NAME"] or f"{prompts[0][0]}-to-{prompts[1][0]}"
+        name = cfg["RUN_NAME"] or f"{safe_name(prompts[0].name)}-to-{safe_name(prompts[1].name)}"
         name += "_sweep" if mode == "sweep" else ""
     run_dir = new_run_dir(cfg["OUTPUT_DIR"], name + ("_smoke" if cfg["SMOKE"] else ""))
     print(f"Run folder: {run_dir}\nDevice: {models.device}")
     start = time.perf_counter()
     torch.set_grad_enabled(False)
     try:
-        if mode == "sweep":
-            run_sweep(cfg, models, run_dir, images, prompts)
-        elif mode == "manifest":
-            run_manifest(cfg, models, run_dir, manifest)
-        else:
-            main_pipeline(cfg, models, run_dir, images, prompts)
+        with recorded_run(run_dir, run_record(cfg, models, mode, images, prompts, notes + class_notes)) as record:
+            if mode == "sweep":
+                run_sweep(cfg, models, run_dir, images, prompts, record)
+            elif mode == "manifest":
+                run_manifest(cfg, models, run_dir, manifest, prepared, record)
+            else:
+                main_pipeline(cfg, models, run_dir, images, prompts, record)
     finally:
         torch.set_grad_enabled(True)
     print(f"\nDone in {time.perf_counter() - start:.1f} s. Everything is in {run_dir}/")

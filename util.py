@@ -34,24 +34,81 @@ def get_device(requested=None):
     return torch.device("cpu")
 
 
-def load_image_rgb(image):
-    """An 8-bit RGB PIL image from a path or a PIL image of any mode.
+# Every model works at a fixed input size (SAM2 1024 px, YOLO 640, CLIP 224), so no step needs more pixels
+# than this: bigger images are read at this size (JPEGs decoded at 1/2 .. 1/8 scale directly), which bounds
+# time and memory by the models, not by the file. Points stay in the pixels of the file as a viewer shows it.
+MAX_IMAGE_SIDE = 2048
+MIN_IMAGE_SIDE = 32       # smaller images hold no object a 14-px patch or a detector could see
+MAX_ASPECT = 10.0         # CLIP sees the centre square: beyond 10:1 it would see under a tenth of the image
 
-    Every model in the project (SAM2, CLIP, YOLO) and every figure reads images through this function, so
-    a mask drawn on one lines up with the tokens of another: EXIF rotation is applied (what a photo viewer
-    shows), transparency is composited on white, 16-bit and palette images become 8-bit RGB.
+
+def _open(path):
+    """PIL image of a file, lazily (header only), or a ValueError that says why it cannot be opened safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path} (check the path, relative to {Path.cwd()})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # handled: big images are read small
+            return Image.open(path)
+    except Image.DecompressionBombError as err:
+        w, h = _header_size(path)
+        raise ValueError(f"image {path} is {w} x {h} pixels ({w * h / 1e6:.0f} MP): more than PIL decodes safely "
+                         f"({2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP, a guard against decompression bombs). Shrink "
+                         f"it first, e.g. to {MAX_IMAGE_SIDE} px on its long side: the models see at most 1024 px "
+                         "anyway") from err
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read image {path}: {err}; use a JPEG or PNG file") from err
+
+
+def _header_size(path):
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # header only: nothing is decoded
+    try:
+        with Image.open(path) as img:
+            return img.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _displayed_size(img):
+    """(W, H) after EXIF rotation, from the header (no decoding)."""
+    w, h = img.size
+    orientation = img.getexif().get(0x0112, 1) if hasattr(img, "getexif") else 1
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def working_size(size, max_side=MAX_IMAGE_SIDE):
+    """The size every model and figure reads an image of `size` at: the same, or scaled to max_side."""
+    w, h = size
+    scale = min(1.0, max_side / max(w, h))
+    return (w, h) if scale == 1.0 else (max(1, round(w * scale)), max(1, round(h * scale)))
+
+
+def open_image(image, max_side=MAX_IMAGE_SIDE):
+    """(8-bit RGB PIL image at the working size, the original (W, H) as a viewer shows it).
+
+    Every model in the project (SAM2, CLIP, YOLO) and every figure reads images through here, so a mask drawn
+    on one lines up with the tokens of another: EXIF rotation is applied (what a photo viewer shows),
+    transparency is composited on white, 16-bit and palette images become 8-bit RGB, and an image larger than
+    max_side on its long side is read at that size. Points given in original pixels map to working pixels by
+    working.width / original[0].
     """
     if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path} (check the path, relative to {Path.cwd()})")
+        img = _open(image)
         try:
-            img = Image.open(path)
+            original = _displayed_size(img)
+            target = working_size(original, max_side)
+            if target != original and img.format == "JPEG":
+                # let libjpeg decode at the largest 1/2^k scale still above the target: 8000 px costs 1000 px
+                raw_target = target if img.size == original else target[::-1]
+                img.draft("RGB", raw_target)
             img.load()
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read image {path}: {err}; use a JPEG or PNG file") from err
+        except (OSError, ValueError) as err:   # truncated or damaged after a readable header
+            raise ValueError(f"cannot read image {image}: {err}; the file looks truncated or damaged") from err
     elif isinstance(image, Image.Image):
         img = image
+        original = _displayed_size(img)
+        target = working_size(original, max_side)
     else:
         raise TypeError(f"expected an image path or a PIL.Image, got {type(image).__name__}")
 
@@ -63,7 +120,91 @@ def load_image_rgb(image):
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return img.convert("RGB")
+    img = img.convert("RGB")
+    if img.size != target:
+        img = img.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return img, original
+
+
+def image_size(image):
+    """(W, H) of an image as a viewer shows it (EXIF rotation applied), from the file's header: no decoding."""
+    if isinstance(image, Image.Image):
+        return _displayed_size(image)
+    with _open(image) as img:
+        return _displayed_size(img)
+
+
+def load_image_rgb(image):
+    """An 8-bit RGB PIL image at the working size (see open_image), from a path or a PIL image of any mode."""
+    return open_image(image)[0]
+
+
+def inspect_image(path):
+    """Check an image file before any model loads: {'size', 'working_size', 'warnings'}; ValueError if unusable.
+
+    Refused: files PIL cannot open safely (not an image, truncated, a decompression bomb), images smaller than
+    MIN_IMAGE_SIDE on a side and strips longer than MAX_ASPECT:1. Warned: fully transparent images (they read
+    as plain white), images bigger than MAX_IMAGE_SIDE (read at that size), wide images (CLIP sees the centre).
+    """
+    img = _open(path)
+    size = _displayed_size(img)
+    w, h = size
+    if min(w, h) < MIN_IMAGE_SIDE:
+        raise ValueError(f"image {path} is {w} x {h} pixels: each side needs at least {MIN_IMAGE_SIDE} px for SAM2, "
+                         "YOLO and CLIP to see anything")
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        raise ValueError(f"image {path} is {w} x {h} pixels, an aspect ratio of {max(w, h) / min(w, h):.0f}:1: CLIP "
+                         f"sees only its centre square, under 1/{MAX_ASPECT:.0f} of it. Crop it to at most "
+                         f"{MAX_ASPECT:.0f}:1 around the objects")
+    notes = []
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        try:
+            alpha = img.convert("RGBA").getchannel("A")
+        except OSError as err:
+            raise ValueError(f"cannot read image {path}: {err}; the file looks truncated or damaged") from err
+        if alpha.getextrema()[1] == 0:
+            notes.append(f"{path} is fully transparent (alpha 0 everywhere): it reads as a plain white image, so "
+                         "SAM2, YOLO and CLIP see nothing. Export it without transparency")
+    if working_size(size) != size:
+        notes.append(f"{path} is {w} x {h} pixels: every model reads it at {working_size(size)[0]} x "
+                     f"{working_size(size)[1]} (points stay in the file's pixels)")
+    if max(w, h) / min(w, h) > 1.5:
+        x0, y0, x1, y1 = clip_view_box(size)
+        notes.append(f"{path} is not square: CLIP sees only its centre ({x0:g}-{x1:g} x {y0:g}-{y1:g} px); objects "
+                     "outside that square do not reach the CLIP tokens")
+    return {"size": size, "working_size": working_size(size), "warnings": notes}
+
+
+def safe_name(text, limit=40):
+    """A file-name component from user text: ASCII letters, digits, '-', '_' and single inner '.', never empty.
+
+    The one sanitiser for every file or folder name built from user text (object names, RUN_NAME, manifest
+    fields, image stems). Separators, '..', drive letters and control characters cannot survive, so a name
+    can never leave the folder it is joined to; accents become their base letters ('Kätzchen' -> 'Katzchen');
+    a name with nothing left ('猫') or longer than `limit` ends in a short hash of the original, so such
+    names stay apart.
+    """
+    import hashlib
+    import re
+    import unicodedata
+    text = str(text)
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_text)
+    name = re.sub(r"[-.]*-[-.]*", "-", re.sub(r"\.{2,}", ".", name)).strip("-_.")   # no '..', no leading dot
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+    if not name:
+        return f"x{digest}"
+    if len(name) > limit:
+        return f"{name[:max(1, limit - 9)].rstrip('-_')}-{digest}"
+    return name
+
+
+def clip_view_box(size):
+    """(x0, y0, x1, y1) in an image's pixels of the centre square CLIP's resize + centre crop keeps."""
+    w, h = size
+    side = min(w, h)
+    x0, y0 = (w - side) / 2, (h - side) / 2
+    return x0, y0, x0 + side, y0 + side
 
 
 # -----------------------------------------------------------------------------
@@ -79,6 +220,19 @@ def _load_clip(device_str):
     print(f"Loading CLIP ViT-L/14 from {path} on {device_str}")
     model, preprocess = clip.load(str(path), device=device_str, jit=False)
     return model.eval(), preprocess
+
+
+def verify_clip_file(path):
+    """The CLIP release is OpenAI's TorchScript archive: check its SHA-256 against the published hash."""
+    import zipfile
+    from model.checkpoints import CHECKPOINTS, CheckpointError, _sha256
+    expected = CHECKPOINTS["clip"].sha256
+    if _sha256(path) != expected:
+        raise CheckpointError(f"CLIP checkpoint {path} is corrupt or not OpenAI's ViT-L/14: its SHA-256 does not match "
+                              f"the published {expected[:12]}...\n  Fix: delete it, then: python -m model.checkpoints clip")
+    if not zipfile.is_zipfile(path):   # only reachable if the registry's hash were wrong
+        raise CheckpointError(f"CLIP checkpoint {path} is not a TorchScript archive")
+    return f"{path}: SHA-256 matches OpenAI's published hash (TorchScript archive)"
 
 
 def load_clip(device=None):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mask import _segmenter, check_points_inside, get_mask, load_sam2_predictor, save_mask_figure, tiny_sam2_predictor
-from util import load_image_rgb
+from util import image_size, open_image, safe_name
 
 DEFAULT_IMAGE = "images/original.jpg"   # main.py's default I_0
 DEFAULT_OUT = "outputs/masks"           # figures land here, one new file each
@@ -55,7 +55,7 @@ def describe_mask(mask):
 def save_unique_figure(image, mask, out_dir, points, labels, title=None, stem=None):
     """Save the 3-panel figure under a new name in out_dir and return its path; never overwrites."""
     out_dir = Path(out_dir)
-    stem = stem or (Path(image).stem if isinstance(image, (str, Path)) else "image")
+    stem = safe_name(stem or (Path(image).stem if isinstance(image, (str, Path)) else "image"))
     x0, y0 = points[0] if len(points) else (0, 0)
     base = f"{stem}_x{_num(x0)}_y{_num(y0)}_n{len(points)}_{datetime.now():%Y%m%d-%H%M%S}"
     for i in range(10000):
@@ -120,9 +120,12 @@ class ClickSession:
     """
 
     def __init__(self, image, predictor=None, ax=None, on_finish=None):
-        self.image = load_image_rgb(image)
+        # shown at the working size; points are kept (and printed) in the file's own pixels
+        self.image, self.original_size = open_image(image)
+        self.scale = self.image.width / self.original_size[0]
         self.image_name = str(image) if isinstance(image, (str, Path)) else None
         self.stem = Path(image).stem if isinstance(image, (str, Path)) else "image"   # for figure file names
+        self.source = image                 # what SAM2 encodes: the path (scaled like every model reads it)
         self.seg = _segmenter(predictor)
         self.points, self.labels = [], []   # [[x, y], ...] integer pixels; 1 / 0 per point
         self.mask = None                    # float32 [H, W] for the current points, None without points
@@ -135,10 +138,10 @@ class ClickSession:
 
     @property
     def size(self):
-        return self.image.size   # (W, H)
+        return self.original_size   # (W, H) in the pixels points are given in
 
     def _encode(self):
-        self.seg.set_image(self.image, name=self.image_name)
+        self.seg.set_image(self.source, name=self.image_name)
         self._embedding = self.seg.predictor.get_image_embedding()
 
     def _update(self):
@@ -195,13 +198,13 @@ class ClickSession:
         button = getattr(event.button, "value", event.button)
         if button not in (1, 3):   # MouseButton.LEFT / RIGHT; middle and scroll are not prompts
             return False
-        width, height = self.size
-        # pixel i covers [i - 0.5, i + 0.5) in imshow's data coordinates
+        width, height = self.image.size
+        # pixel i covers [i - 0.5, i + 0.5) in imshow's data coordinates (of the working-size image shown)
         if not (-0.5 <= event.xdata < width - 0.5 and -0.5 <= event.ydata < height - 0.5):
             return False
-        x = int(min(max(np.floor(event.xdata + 0.5), 0), width - 1))
-        y = int(min(max(np.floor(event.ydata + 0.5), 0), height - 1))
-        self.add_point(x, y, 1 if button == 1 else 0)
+        x = min(max((event.xdata + 0.5) / self.scale - 0.5, 0), self.original_size[0] - 1)
+        y = min(max((event.ydata + 0.5) / self.scale - 0.5, 0), self.original_size[1] - 1)
+        self.add_point(int(np.floor(x + 0.5)), int(np.floor(y + 0.5)), 1 if button == 1 else 0)
         return True
 
     def on_key(self, event):
@@ -218,7 +221,7 @@ class ClickSession:
     def attach(self, ax):
         """Draw the image on ax; the overlay and the stars follow every change from now on."""
         self.ax = ax
-        width, height = self.size
+        width, height = self.image.size
         ax.imshow(np.asarray(self.image))
         self._overlay = ax.imshow(np.zeros((height, width, 4), dtype=np.float32))
         self._stars = {1: ax.scatter([], [], marker="*", s=350, c="limegreen", edgecolors="white", zorder=3),
@@ -232,14 +235,14 @@ class ClickSession:
     def _redraw(self):
         if self.ax is None:
             return
-        width, height = self.size
+        width, height = self.image.size
         rgba = np.zeros((height, width, 4), dtype=np.float32)
         if self.mask is not None:
             rgba[self.mask > 0.5] = (1.0, 0.1, 0.1, 0.5)
         self._overlay.set_data(rgba)
         for label, stars in self._stars.items():
             chosen = [p for p, lab in zip(self.points, self.labels) if lab == label]
-            stars.set_offsets(np.asarray(chosen, dtype=np.float64).reshape(-1, 2))
+            stars.set_offsets(np.asarray(chosen, dtype=np.float64).reshape(-1, 2) * self.scale)
         status = f"{len(self.points)} point(s), mask {describe_mask(self.mask)}" if self.mask is not None \
             else "no points yet"
         self.ax.set_title(f"left click = on the object, right click = not on it; u undo, c clear, "
@@ -299,7 +302,7 @@ def _typed_points(session, name, out_dir, title):
         if not session.points:
             print("  no points left")
             continue
-        path = save_unique_figure(session.image, session.mask, out_dir, session.points, session.labels,
+        path = save_unique_figure(session.source, session.mask, out_dir, session.points, session.labels,
                                   title=title, stem=session.stem)
         print(f"  {len(session.points)} point(s): mask {describe_mask(session.mask)}; figure {path}")
         print(f"  so far: {session.prompt_line(name)}")
@@ -339,7 +342,7 @@ def interactive_mode(image_path=None, predictor=None, name=None, out_dir=DEFAULT
         print("No points chosen; nothing to paste.")
         return session
     if has_display:   # the typed path saved one already after every change
-        path = save_unique_figure(session.image, session.mask, out_dir, session.points, session.labels, title,
+        path = save_unique_figure(session.source, session.mask, out_dir, session.points, session.labels, title,
                                   stem=session.stem)
         print(f"Figure: {path}")
     print(f"Mask area: {describe_mask(session.mask)}")
@@ -384,7 +387,7 @@ def main(argv=None):
     image = args.image if args.image is not None else (None if interactive else DEFAULT_IMAGE)
     if image is not None:   # check the image and the points before loading SAM2, which takes a while
         try:
-            size = load_image_rgb(image).size
+            size = image_size(image)
         except (FileNotFoundError, ValueError) as err:
             return fail(err)
         try:

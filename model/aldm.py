@@ -48,6 +48,53 @@ def check_tokenizer(tokenizer, text_encoder=None, where="the AudioLDM tokenizer"
     return checkpoints.check_tokenizer(tokenizer, "audioldm", vocab_size, where=where)
 
 
+AUDIOLDM_COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae", "vocoder")
+
+
+def verify_audioldm_folder(folder):
+    """Check a local AudioLDM snapshot without building it: model_index.json, every component's config, every
+    weight file's safetensors header (a truncated file fails here), and the tokenizer (not silently empty)."""
+    import json
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+    folder = Path(folder)
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{folder}/model_index.json is missing or not JSON ({err}); "
+                              f"python -m model.checkpoints audioldm") from err
+    if index.get("_class_name") != "AudioLDMPipeline" or any(c not in index for c in AUDIOLDM_COMPONENTS):
+        raise CheckpointError(f"{folder} is not an AudioLDM pipeline: model_index.json names "
+                              f"{index.get('_class_name')!r} with components {sorted(k for k in index if k[0] != '_')}")
+    n_tensors = 0
+    for component in ("text_encoder", "unet", "vae", "vocoder"):
+        weights = next((folder / component).glob("*.safetensors"), None)
+        try:
+            json.loads((folder / component / "config.json").read_text())
+            if weights is None:
+                raise FileNotFoundError(f"no .safetensors file in {folder / component}")
+            with safe_open(str(weights), framework="pt") as f:
+                n_tensors += len(list(f.keys()))
+                if weights.stat().st_size < _safetensors_end(weights):
+                    raise ValueError(f"{weights.name} is shorter than its header says (truncated download)")
+        except (OSError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"AudioLDM component {component} in {folder} is unusable: {err}\n"
+                                  f"  Fix: python -m model.checkpoints audioldm") from err
+    check_tokenizer(AutoTokenizer.from_pretrained(folder / "tokenizer"), where=f"the tokenizer in {folder}")
+    return f"{folder}: AudioLDMPipeline, {n_tensors} tensors in 4 safetensors files, tokenizer ok"
+
+
+def _safetensors_end(path):
+    """The file size a safetensors file's header promises: 8 + header length + the last tensor's end offset."""
+    import json
+    import struct
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    return 8 + n + max(ends, default=0)
+
+
 @functools.lru_cache(maxsize=None)
 def _load_audioldm(device_str):
     from diffusers import AudioLDMPipeline, DDIMScheduler
@@ -58,15 +105,17 @@ def _load_audioldm(device_str):
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     print(f"Loading AudioLDM {AUDIOLDM_REPO} from {folder} on {device_str} ({str(dtype).replace('torch.', '')})")
     try:
-        pipe = AudioLDMPipeline.from_pretrained(folder, dtype=dtype)
-    except (OSError, ValueError) as err:
+        # safetensors only: the registry fetches no .bin, and a .bin would be a pickle
+        pipe = AudioLDMPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+    except (OSError, ValueError, EnvironmentError) as err:
         raise CheckpointError(
-            f"cannot load {AUDIOLDM_REPO} from {folder}: {err}\n"
+            f"cannot load {AUDIOLDM_REPO} from {folder}: {str(err).splitlines()[0] if str(err) else err}\n"
             f"  The local copy looks incomplete. Fix, on a machine with internet: python -m model.checkpoints audioldm"
         ) from err
     check_tokenizer(pipe.tokenizer, pipe.text_encoder, where=f"the tokenizer in {folder}")
     # the original samples with DDIM; from_config keeps the repo's betas and timestep offset
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    use_sampler(pipe, "ddim")
     pipe.set_progress_bar_config(desc="AudioLDM", leave=False)
     return pipe.to(device)
 
@@ -160,6 +209,47 @@ def tiny_audioldm(seed=0, clap_dim=CLAP_DIM):
 
 
 # -----------------------------------------------------------------------------
+# samplers: diffusers schedulers built from the pipeline's own scheduler config (its betas, its offset)
+
+# name -> (diffusers scheduler class, its options, default steps, what it is)
+SAMPLERS = {
+    "ddim": ("DDIMScheduler", {}, 200, "DDIM with eta 1.0 (stochastic), the original's sampler"),
+    "dpmpp-2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, 25,
+                 "DPM-Solver++ 2M, deterministic"),
+    "dpmpp-2m-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, 50,
+                     "DPM-Solver++ 2M SDE, stochastic like DDIM with eta 1"),
+}
+_base_scheduler_configs = weakref.WeakKeyDictionary()   # pipe -> the scheduler config it was loaded with
+_schedulers = weakref.WeakKeyDictionary()               # pipe -> {sampler name: scheduler}
+
+
+def check_sampler(name):
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler {name!r} is not one of {', '.join(SAMPLERS)}")
+    return name
+
+
+def default_steps(sampler):
+    """The number of denoising steps a sampler needs by default (DDIM: the original's 200)."""
+    return SAMPLERS[check_sampler(sampler)][2]
+
+
+def use_sampler(pipe, name):
+    """Put the scheduler of sampler `name` into pipe (from_config of the pipeline's first scheduler config)."""
+    import diffusers
+    check_sampler(name)
+    if pipe not in _base_scheduler_configs:
+        _base_scheduler_configs[pipe] = dict(pipe.scheduler.config)
+        _schedulers[pipe] = {}
+    cache = _schedulers[pipe]
+    if name not in cache:
+        cls, options, _, _ = SAMPLERS[name]
+        cache[name] = getattr(diffusers, cls).from_config({**_base_scheduler_configs[pipe], **options})
+    pipe.scheduler = cache[name]
+    return pipe.scheduler
+
+
+# -----------------------------------------------------------------------------
 # CLAP embedding -> audio
 
 _empty_text_embeddings = weakref.WeakKeyDictionary()   # pipe -> float32 [clap_dim] on the CPU
@@ -222,14 +312,17 @@ def _canvas_seconds(pipe, duration):
 
 
 @torch.no_grad()
-def emb_to_audio(pipe, clap_embs, duration=10.0, steps=200, guidance=2.5, seed=42, negative_embs=None, eta=1.0):
+def emb_to_audio(pipe, clap_embs, duration=10.0, steps=200, guidance=2.5, seed=42, negative_embs=None, eta=1.0,
+                 sampler="ddim", output="audio"):
     """Generate audio from CLAP embeddings in one batch; float32 numpy [B, round(duration * 16000)].
 
     clap_embs: [B, 512] or [512], torch or numpy; L2-normalised here.
     seed: int (every row gets the noise of that seed, so rows differ only by their embedding and a row's
           audio does not depend on the others in the batch) or one int per row.
     negative_embs: None = the CLAP embedding of '' (as the original); else [B, 512] or [512].
-    eta: DDIM eta; 1.0 is the original's (stochastic DDIM), 0.0 is deterministic DDIM.
+    eta: DDIM eta; 1.0 is the original's (stochastic DDIM), 0.0 is deterministic DDIM (other samplers ignore it).
+    sampler: a key of SAMPLERS ('ddim' is the original's). output='latent' returns the final latents
+    (float32 torch [B, C, frames, bins], before the VAE) instead of audio: what sampler comparisons measure.
     """
     clap_dim = pipe.text_encoder.config.projection_dim
     embs = _as_unit_embeddings(clap_embs, clap_dim, "clap_embs")
@@ -247,8 +340,10 @@ def emb_to_audio(pipe, clap_embs, duration=10.0, steps=200, guidance=2.5, seed=4
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps}")
     generators = _generators(seed, batch)
+    use_sampler(pipe, sampler)
 
     device, dtype = pipe.unet.device, pipe.unet.dtype
+    final = {}
     out = pipe(
         prompt_embeds=embs.to(device, dtype),
         negative_prompt_embeds=negative.to(device, dtype),
@@ -258,7 +353,13 @@ def emb_to_audio(pipe, clap_embs, duration=10.0, steps=200, guidance=2.5, seed=4
         eta=float(eta),
         generator=generators,
         output_type="np",
+        # AudioLDMPipeline has no latent output; its step callback sees the latents after every step
+        callback=(lambda i, t, latents: final.__setitem__("latents", latents.float().cpu())) if output == "latent"
+        else None,
+        callback_steps=1,
     )
+    if output == "latent":
+        return final["latents"]
     n_samples = int(round(duration * pipe.vocoder.config.sampling_rate))
     audio = np.asarray(out.audios, dtype=np.float32)[:, :n_samples]
     if audio.shape[1] < n_samples:   # cannot happen with _canvas_seconds; guards a changed pipeline

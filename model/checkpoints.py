@@ -9,13 +9,21 @@ Hugging Face cache (``HF_HOME``), because laion-clap and diffusers look there th
 
 Offline and missing, both raise CheckpointError naming the file, the folder looked in, and the command or
 URL that fixes it. From the shell: ``python -m model.checkpoints`` (all) or ``... sam2 yolo`` (some),
-``--check`` to only report what is there.
+``--check`` to open every file that is there and check its format, keys and shapes (``verify``).
+
+Every checkpoint file is read with ``load_torch_file``: torch.load(weights_only=True), which rebuilds tensors
+and plain data only and never runs code from the file. The one widening: numpy scalars and dtypes, which
+training checkpoints keep in their optimizer state (LAION-CLAP's learning rate is a numpy.float64).
 """
 import hashlib
+import importlib
 import os
+import pickle
+import re
 import shutil
 import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +45,8 @@ class Checkpoint:
     sha256: str = ""       # full SHA-256 when the publisher gives one
     min_bytes: int = 0     # a smaller file is certainly truncated
     hf_repo: str = ""      # Hugging Face repo id, for models fetched with huggingface_hub
-    hf_files: tuple = ()   # allow_patterns for the snapshot (keeps unused framework weights out)
+    hf_files: tuple = ()   # the snapshot's files that the loader reads: all are fetched, all must be there
+    hf_optional: tuple = ()  # further files fetched when the repo has them (allow_patterns)
     manual: str = ""       # instructions when there is no direct URL
 
 
@@ -73,8 +82,18 @@ CHECKPOINTS = {c.name: c for c in [
                "  (with gdown installed: gdown --folder <that URL> -O checkpoints/ssv2a_release, then move ssv2a.pth)",
     ),
     Checkpoint(
-        name="audioldm", what="AudioLDM-S-full-v2 (diffusers format: VAE, UNet, CLAP text encoder, HiFi-GAN); ~1.1 GiB",
+        name="audioldm", what="AudioLDM-S-full-v2 (diffusers format: VAE, UNet, CLAP text encoder, HiFi-GAN)",
         hf_repo="cvssp/audioldm-s-full-v2",
+        # the repo holds every weight twice (.bin and .safetensors); diffusers and transformers read the
+        # safetensors when they are there, so only those are fetched
+        hf_files=("model_index.json", "scheduler/scheduler_config.json",
+                  "text_encoder/config.json", "text_encoder/model.safetensors",
+                  "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json",
+                  "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                  "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+                  "vocoder/config.json", "vocoder/model.safetensors"),
+        # the slow tokenizer's files (1.3 MB), for a transformers that reads them instead of tokenizer.json
+        hf_optional=("tokenizer/merges.txt", "tokenizer/vocab.json", "tokenizer/special_tokens_map.json"),
     ),
     Checkpoint(
         name="clap", what="LAION-CLAP 630k+AudioSet, HTSAT-tiny, non-fusion (evaluation scores)",
@@ -86,7 +105,14 @@ CHECKPOINTS = {c.name: c for c in [
         name="roberta", what="roberta-base tokenizer and config, which laion-clap builds its text branch from; ~2 MiB",
         hf_repo="roberta-base",
         # config and tokenizer only: the text branch's weights come from the CLAP checkpoint itself
-        hf_files=("config.json", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json"),
+        hf_files=("config.json", "vocab.json", "merges.txt"),
+        hf_optional=("tokenizer.json", "tokenizer_config.json"),
+    ),
+    Checkpoint(
+        name="ast", what="Audio Spectrogram Transformer fine-tuned on AudioSet (527 classes, mAP 0.459): step 9's "
+                         "audio classifier",
+        hf_repo="MIT/ast-finetuned-audioset-10-10-0.4593",
+        hf_files=("config.json", "preprocessor_config.json", "model.safetensors"),
     ),
 ]}
 
@@ -164,21 +190,38 @@ def checkpoint_path(name, download=True, check_hash=True):
 
 
 def hf_model_dir(name, download=True):
-    """Local snapshot folder of a Hugging Face checkpoint, downloading it first if needed and allowed."""
+    """Local snapshot folder of a Hugging Face checkpoint, downloading it first if needed and allowed.
+
+    A folder counts as there only when every file of the entry's hf_files is in it: huggingface_hub returns
+    a cached snapshot offline even when a download was interrupted half-way.
+    """
     from huggingface_hub import snapshot_download
     ckpt = _entry(name)
     if not ckpt.hf_repo:
         raise ValueError(f"{name!r} is a file checkpoint; use checkpoint_path({name!r})")
-    patterns = list(ckpt.hf_files) or None
+    patterns = list(ckpt.hf_files + ckpt.hf_optional) or None
     try:
-        return snapshot_download(ckpt.hf_repo, allow_patterns=patterns, local_files_only=True)
+        folder = snapshot_download(ckpt.hf_repo, allow_patterns=patterns, local_files_only=True)
+        missing = _missing_files(ckpt, folder)
+        if not missing:
+            return folder
+        cause = FileNotFoundError(f"the cached snapshot {folder} lacks {_first(missing, 4)}")
     except Exception as err:
-        if not download:
-            raise CheckpointError(_hf_message(ckpt, err)) from err
+        cause = err
+    if not download:
+        raise CheckpointError(_hf_message(ckpt, cause)) from cause
     try:
-        return snapshot_download(ckpt.hf_repo, allow_patterns=patterns)
+        folder = snapshot_download(ckpt.hf_repo, allow_patterns=patterns)
     except Exception as err:
         raise CheckpointError(_hf_message(ckpt, err)) from err
+    missing = _missing_files(ckpt, folder)
+    if missing:
+        raise CheckpointError(_hf_message(ckpt, FileNotFoundError(f"the download lacks {_first(missing, 4)}")))
+    return folder
+
+
+def _missing_files(ckpt, folder):
+    return [f for f in ckpt.hf_files if not (Path(folder) / f).is_file()]
 
 
 def _hf_message(ckpt, cause):
@@ -187,10 +230,125 @@ def _hf_message(ckpt, cause):
         f"Hugging Face model '{ckpt.hf_repo}' ({ckpt.what}) is not in the local cache.",
         f"  Looked in: {HF_HUB_CACHE}",
         f"  Fix, on a machine with internet: {FETCH_HINT.format(name=ckpt.name)}",
-        f"  or: huggingface-cli download {ckpt.hf_repo}"
+        f"  or: huggingface-cli download {ckpt.hf_repo} " + " ".join(ckpt.hf_files)
         + (" (HF_HUB_OFFLINE=1 is set: unset it to allow the download)" if os.environ.get("HF_HUB_OFFLINE") else ""),
         f"  ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})",
     ])
+
+
+def _first(items, n=5):
+    """'a, b, c, ... (12 in all)': key lists in messages stay short however many keys differ."""
+    items = [str(i) for i in items]
+    shown = ", ".join(items[:n])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+# -----------------------------------------------------------------------------
+# reading checkpoint files: tensors and plain data, never code
+
+def _numpy_globals():
+    """numpy's scalar and dtype constructors under the names numpy 1 and numpy 2 pickle them with."""
+    import numpy as np
+    scalar = np.float64(0).__reduce__()[0]          # numpy.core.multiarray.scalar (numpy._core in numpy 2)
+    kinds = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+             np.float16, np.float32, np.float64)
+    dtype_classes = list(dict.fromkeys(type(np.dtype(k)) for k in kinds))   # numpy.dtypes.Float64DType, ...
+    return [np.dtype, *dtype_classes, (scalar, "numpy.core.multiarray.scalar"),
+            (scalar, "numpy._core.multiarray.scalar")]
+
+
+def _refusal(err):
+    """The global a weights-only load refused ('?' when torch named none), or '' when err is no such refusal."""
+    text = str(err)
+    for pattern in (r"GLOBAL ([\w.]+)", r"but got <class '([^']+)'>"):
+        m = re.search(pattern, text)
+        if m:
+            return m.group(1)
+    return "?" if "Weights only load failed" in text else ""
+
+
+def _fix_line(name, path=None, missing=False):
+    if name in CHECKPOINTS and CHECKPOINTS[name].manual:
+        return "  " + CHECKPOINTS[name].manual.format(path=path or CHECKPOINT_DIR / CHECKPOINTS[name].filename)
+    if name in CHECKPOINTS:
+        return (f"  Fix{'' if missing else ': delete it, then'} on a machine with internet: "
+                f"{FETCH_HINT.format(name=name)}")
+    return "  Fix: put the publisher's file there" if missing else "  Fix: replace it with the publisher's file"
+
+
+def load_torch_file(path, name=None, what=None, mmap=False):
+    """torch.load(path, weights_only=True), also accepting numpy scalars; CheckpointError saying what went wrong.
+
+    name: the registry entry (for the fix in messages); what: how messages call the file. mmap: map the file
+    instead of reading it (a cheap look at keys and shapes). Two kinds of failure are told apart, because
+    their fixes differ: a file that is not a readable torch archive (truncated download, garbage, an HTML error
+    page: fetch it again) and a readable file that holds an object other than tensors and plain data (a
+    pickled class or function: a format we do not allow, which a new download does not change).
+    """
+    import torch
+    path = Path(path)
+    what = what or (f"'{CHECKPOINTS[name].filename}'" if name in CHECKPOINTS else "checkpoint")
+    check_torch_archive(path, name, what)
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        refused = _refusal(err)
+        if refused:
+            detail = "" if refused != "?" else f" ({_one_line(err)})"
+            raise CheckpointError(
+                f"{what} {path} holds an object of type {refused}, which a weights-only load does not rebuild "
+                f"(unsupported global {refused}){detail}. Only tensors, plain Python data and numpy scalars are read; "
+                "code stored in a checkpoint is never run.\n"
+                f"  This is not the publisher's format (a fresh download of the official file does not contain "
+                f"such objects). Use the official file or one saved as plain tensors.") from err
+        raise CheckpointError(f"{what} {path} is not a readable PyTorch checkpoint ({_one_line(err)}): truncated, "
+                              f"damaged or not a checkpoint at all.\n{_fix_line(name, path)}") from err
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as err:
+        raise CheckpointError(f"{what} {path} is not a readable PyTorch checkpoint ({_one_line(err)}): truncated, "
+                              f"damaged or not a checkpoint at all ({path.stat().st_size:,} bytes).\n"
+                              f"{_fix_line(name, path)}") from err
+
+
+def check_torch_archive(path, name=None, what="checkpoint"):
+    """CheckpointError unless path is a complete zip archive, the container torch.save has written since 1.6.
+
+    A truncated download, an HTML error page or random bytes fail here with one clear message, before torch
+    or a library's loader reports them as something else (torch calls zero bytes a 'legacy .tar format').
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}\n{_fix_line(name, path, missing=True)}")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{what} {path} is not a readable PyTorch checkpoint: it is not a complete zip archive "
+                              f"({path.stat().st_size:,} bytes; truncated, damaged or not a checkpoint at all).\n"
+                              f"{_fix_line(name, path)}")
+
+
+def _one_line(err):
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    return f"{type(err).__name__}: {text[:200]}"
+
+
+def state_dict_problems(expected, state):
+    """Lines naming missing, unexpected and mis-shaped keys of state against expected ([] when it fits).
+
+    expected: a model's state_dict() (or name -> tensor/shape); at most 5 keys are named per kind.
+    """
+    import torch
+    shape = lambda v: tuple(v.shape) if hasattr(v, "shape") else tuple(v)   # noqa: E731
+    missing = [k for k in expected if k not in state]
+    unexpected = [str(k) for k in state if k not in expected]
+    misshaped = [f"{k} {tuple(state[k].shape) if torch.is_tensor(state[k]) else type(state[k]).__name__} "
+                 f"(expected {shape(v)})"
+                 for k, v in expected.items()
+                 if k in state and (not torch.is_tensor(state[k]) or tuple(state[k].shape) != shape(v))]
+    problems = []
+    for kind, keys in [("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)]:
+        if keys:
+            problems.append(f"{len(keys)} {kind} key(s): {_first(keys)}")
+    return problems
 
 
 def check_tokenizer(tokenizer, name, vocab_size=None, where=None):
@@ -220,17 +378,46 @@ def check_tokenizer(tokenizer, name, vocab_size=None, where=None):
     return tokenizer
 
 
-def status(name):
-    """One line saying whether a checkpoint is present, without downloading or hashing."""
+# -----------------------------------------------------------------------------
+# verification: open a checkpoint and check it against the architecture that reads it
+
+# each entry's check lives next to the model that uses it (and is what that model's loader runs)
+VERIFIERS = {
+    "clip": "util:verify_clip_file",
+    "sam2": "mask:verify_sam2_file",
+    "yolo": "model.detect:verify_yolo_file",
+    "ssv2a": "model.pipeline:verify_ssv2a_file",
+    "audioldm": "model.aldm:verify_audioldm_folder",
+    "clap": "evaluation:verify_clap_file",
+    "roberta": "evaluation:verify_roberta_folder",
+    "ast": "evaluation:verify_ast_folder",
+}
+
+
+def verify(name, path=None):
+    """Open checkpoint `name` (at path, default the registry's) and check it; a one-line summary or CheckpointError.
+
+    More than 'the file is there': the file is read as its loader reads it (weights-only) and its keys and
+    shapes are compared with the architecture, so a garbage or wrong-format file is reported here and not
+    minutes into a run. Nothing is downloaded.
+    """
     ckpt = _entry(name)
-    if ckpt.hf_repo:
-        try:
-            return f"ok       {ckpt.hf_repo} -> {hf_model_dir(name, download=False)}"
-        except CheckpointError:
-            return f"missing  {ckpt.hf_repo} (Hugging Face cache)"
-    path = CHECKPOINT_DIR / ckpt.filename
-    problem = _problem(ckpt, path, check_hash=False)
-    return f"{problem or 'ok':8s} {path}"
+    if path is None:
+        path = hf_model_dir(name, download=False) if ckpt.hf_repo else checkpoint_path(name, download=False)
+    module, func = VERIFIERS[name].split(":")
+    return getattr(importlib.import_module(module), func)(path)
+
+
+def status(name):
+    """One line: 'ok       <what was checked>' or '<problem> <path>' (verify, no download)."""
+    ckpt = _entry(name)
+    try:
+        return f"ok       {verify(name)}"
+    except CheckpointError as err:
+        first = str(err).splitlines()[0]
+        where = ckpt.hf_repo if ckpt.hf_repo else CHECKPOINT_DIR / ckpt.filename
+        kind = "missing" if ("missing" in first or "not in the local cache" in first) else "bad"
+        return f"{kind:8s} {where}: {first}"
 
 
 def main(argv=None):
@@ -256,7 +443,7 @@ def main(argv=None):
             failed.append(n)
             print("  " + str(err).replace("\n", "\n  "))
     if failed:
-        print(f"\nNot available: {', '.join(failed)}")
+        print(f"\nNot available or not usable: {', '.join(failed)}")
         return 1
     return 0
 

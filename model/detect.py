@@ -29,7 +29,7 @@ import torch.nn as nn
 from PIL import Image
 
 import util
-from model.checkpoints import CHECKPOINTS, ROOT, CheckpointError, checkpoint_path
+from model.checkpoints import CHECKPOINTS, ROOT, CheckpointError, check_torch_archive, checkpoint_path
 
 YOLO_FILENAME = CHECKPOINTS["yolo"].filename           # yolov8x-oiv7.pt
 SLOTS = 64                                             # ssv2a.json remixer.slot
@@ -93,15 +93,16 @@ def _yolo_file(path, download):
                           f"checkpoints/{YOLO_FILENAME} and run: python -m model.checkpoints yolo")
 
 
-@functools.lru_cache(maxsize=None)
-def _load_yolo(path, device):
+def _open_yolo(path):
+    """ultralytics YOLO of an Ultralytics .pt file, unpickled weights-only; CheckpointError saying what is wrong."""
     _ultralytics()
     from ultralytics import YOLO
     from ultralytics.nn import tasks
     if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
         # ultralytics' restricted loader needs torch >= 2.6 and silently falls back to a full unpickle without it
         raise RuntimeError(f"loading {path} safely needs torch >= 2.6 (found {torch.__version__})")
-    print(f"Loading YOLO from {path} on {device}")
+    # a truncated or garbage file: our message, before torch's ('legacy .tar format' for zeros) or ultralytics'
+    check_torch_archive(path, "yolo" if Path(path).name == YOLO_FILENAME else None, what="YOLO checkpoint")
     # ULTRALYTICS_SAFE_LOAD is read once, when ultralytics is imported, into nn.tasks.SAFE_LOAD; torch_safe_load
     # and the model builder read that flag at call time. Raising it only for this load gives us
     # torch.load(weights_only=True) against ultralytics' allow-list of known classes, and leaves every other
@@ -110,18 +111,48 @@ def _load_yolo(path, device):
     tasks.SAFE_LOAD = True
     try:
         yolo = YOLO(path, task="detect")
-    except (TypeError, pickle.UnpicklingError) as err:
+    except (TypeError, pickle.UnpicklingError, RuntimeError, EOFError, KeyError, AttributeError) as err:
         cause = err.__cause__ or err
-        lines = str(cause).strip().splitlines() or [""]
-        # torch names the refused global on its own line ("Unsupported global: GLOBAL posix.system ...")
-        why = next((line.strip() for line in lines if "global" in line.lower()), lines[0].strip())
+        refused = _refused_global(cause)
+        if refused or isinstance(cause, pickle.UnpicklingError):
+            raise CheckpointError(
+                f"Refused to load YOLO checkpoint {path}: it is not a plain Ultralytics checkpoint.\n"
+                f"  Checkpoints are loaded with torch.load(weights_only=True), which only rebuilds known Ultralytics "
+                f"and torch classes.\n  Fix: use the official {YOLO_FILENAME} (python -m model.checkpoints yolo) or a "
+                f"model saved by ultralytics.\n  (unsupported global {refused or '?'}: {_first_line(cause)})") from err
         raise CheckpointError(
-            f"Refused to load YOLO checkpoint {path}: it is not a plain Ultralytics checkpoint.\n"
-            f"  Checkpoints are loaded with torch.load(weights_only=True), which only rebuilds known Ultralytics "
-            f"and torch classes.\n  Fix: use the official {YOLO_FILENAME} (python -m model.checkpoints yolo) or a "
-            f"model saved by ultralytics.\n  ({type(cause).__name__}: {why})") from err
+            f"YOLO checkpoint {path} is not an Ultralytics detection model ({type(cause).__name__}: "
+            f"{_first_line(cause)}).\n  Fix: use the official {YOLO_FILENAME}: python -m model.checkpoints yolo") from err
     finally:
         tasks.SAFE_LOAD = safe_before
+    return yolo
+
+
+def _refused_global(err):
+    from model.checkpoints import _refusal
+    found = _refusal(err)
+    if found:
+        return found
+    # ultralytics' own wording when its allow-list refuses a class
+    return "(outside ultralytics' allow-list)" if "references types outside" in str(err) else ""
+
+
+def _first_line(err):
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    # torch names the refused global on its own line ("Unsupported global: GLOBAL posix.system ...")
+    return next((line for line in lines if "global" in line.lower()), lines[0] if lines else "")[:300]
+
+
+def verify_yolo_file(path):
+    """Open a YOLO checkpoint the way load_yolo does and say what it detects."""
+    yolo = _open_yolo(str(path))
+    return f"{path}: Ultralytics {type(yolo.model).__name__}, {len(yolo.model.names)} classes"
+
+
+@functools.lru_cache(maxsize=None)
+def _load_yolo(path, device):
+    print(f"Loading YOLO from {path} on {device}")
+    yolo = _open_yolo(path)
     yolo.to(device)
     return yolo
 

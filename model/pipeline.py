@@ -10,7 +10,8 @@ always drawn on the generator's device and then moved to the model's, so one see
 the CPU and on a GPU. The networks are deterministic in eval mode (the only mode used here).
 
 Checkpoint format (the official one): torch.save({'timestamp': str, 'manifold_state': ...,
-'generator_state': ..., 'remixer_state': ...}); each state dict is loaded strictly.
+'generator_state': ..., 'remixer_state': ...}); each state dict is loaded strictly. Other top-level entries
+(an optimizer, an epoch, numpy scalars of a training run) are read weights-only, ignored and named.
 """
 import copy
 import functools
@@ -18,10 +19,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-from model.checkpoints import CHECKPOINTS, CheckpointError, checkpoint_path
+from model.checkpoints import CheckpointError, checkpoint_path, load_torch_file, state_dict_problems
 from model.networks import build_networks, l2_normalize, mean_of_draws
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,11 +52,6 @@ def read_config(config):
         raise ValueError(f"SSV2A config {path} is not valid JSON: {err}") from err
 
 
-def _first(items, n=5):
-    shown = ", ".join(items[:n])
-    return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
-
-
 # -----------------------------------------------------------------------------
 # the model
 
@@ -72,6 +69,7 @@ class SSV2A(nn.Module):
         self.slot = int(config["remixer"]["slot"])
         self.manifold, self.generator, self.remixer = build_networks(config)
         self.timestamp = ""
+        self.ignored_entries = []   # top-level checkpoint entries load_checkpoint did not use
         self.eval()
 
     @classmethod
@@ -97,22 +95,35 @@ class SSV2A(nn.Module):
         torch.save(self.checkpoint_state(timestamp), path)
 
     def load_checkpoint(self, path):
-        """Load an official-format checkpoint file strictly; see CheckpointMismatchError."""
+        """Load an official-format checkpoint file strictly; see CheckpointMismatchError.
+
+        Top-level entries other than timestamp and the three state dicts are ignored; their names are kept in
+        self.ignored_entries and printed.
+        """
         path = Path(path)
         state = _read_checkpoint_file(path)
-        modules = dict(zip(STATE_KEYS, (self.manifold, self.generator, self.remixer)))
+        self.check_states(state, path)
+        for name, module in self._modules_by_state().items():
+            module.load_state_dict(state[name], strict=True)
+        self.timestamp = str(state.get("timestamp", ""))
+        self.ignored_entries = sorted(str(k) for k in state if k not in (*STATE_KEYS, "timestamp"))
+        if self.ignored_entries:
+            print(f"  {path.name}: ignored top-level entries {', '.join(self.ignored_entries)} (not used for inference)")
+        return self
+
+    def _modules_by_state(self):
+        return dict(zip(STATE_KEYS, (self.manifold, self.generator, self.remixer)))
+
+    def check_states(self, state, path):
+        """CheckpointMismatchError naming the keys when the checkpoint's state dicts do not fit these networks."""
         problems = []
-        for name, module in modules.items():
-            problems += [f"{name}: {p}" for p in _state_dict_problems(module.state_dict(), state[name])]
+        for name, module in self._modules_by_state().items():
+            problems += [f"{name}: {p}" for p in state_dict_problems(module.state_dict(), state[name])]
         if problems:
             raise CheckpointMismatchError(
                 f"SSV2A checkpoint {path} and config {self.config_source} disagree "
                 f"(networks built from the config, checkpoint loaded strictly):\n  " + "\n  ".join(problems)
                 + "\n  Use the config released with this checkpoint (or the checkpoint trained with this config).")
-        for name, module in modules.items():
-            module.load_state_dict(state[name], strict=True)
-        self.timestamp = str(state.get("timestamp", ""))
-        return self
 
     # -------------------------------------------------------------------------
     # inference helpers (the original's fold_clips, fold_claps, fold2claps, remixer.sample)
@@ -184,7 +195,8 @@ class SSV2A(nn.Module):
     # cycle mix
 
     @torch.no_grad()
-    def cycle_mix(self, slots, its=CYCLE_ITS, samples=CYCLE_SAMPLES, var_samples=VAR_SAMPLES, generator=None):
+    def cycle_mix(self, slots, its=CYCLE_ITS, samples=CYCLE_SAMPLES, var_samples=VAR_SAMPLES, generator=None,
+                  pin_global=False):
         """SSV2A's cycle mix: the remix of each image's slots whose CLAP agrees most evenly with its sources.
 
         slots: [B, slot, clip_dim], slot 0 the global CLIP embedding, then the object crops, zeros after.
@@ -203,6 +215,9 @@ class SSV2A(nn.Module):
         - the clap encoder reruns only after the best remix changed.
         One deliberate difference: the original starts from a best score of 1 and an uninitialised best
         CLAP (garbage if no remix scores below 1); we start from +inf, so round 0 always sets it.
+        pin_global=True (an ablation, not the original): slot 0 keeps its own CLIP fold in every round instead
+        of the best remix's, so a manipulated global embedding acts on every round, not just round 0 (it
+        still reaches every round through the styler's CLIP input either way).
         Noise order (what tests/test_model_ssv2a.py's serial reference replays): [B, slot, manifold_dim]
         for the slot folds, then per round [B, slot, clap_dim] for the source CLAPs, [B, manifold_dim] for
         slot 0's code (rounds >= 1) and [B, samples, clap_dim] for the remixes.
@@ -224,7 +239,7 @@ class SSV2A(nn.Module):
         for i in range(its + 1):
             src_claps = l2_normalize(mean_of_draws(gen_mu, gen_log_sigma, var_samples, generator))
             src_claps[:, 0] = 0  # the global slot is not a sound source: cosine 0, still counted in the std
-            if i > 0:  # re-inject the best remix so far as the global slot's code
+            if i > 0 and not pin_global:  # re-inject the best remix so far as the global slot's code
                 if best_changed or fold is None:
                     fold = self.manifold.clap_encoder(best_claps)
                 src[:, 0] = mean_of_draws(*fold, var_samples, generator)
@@ -244,35 +259,26 @@ class SSV2A(nn.Module):
 
 
 def _read_checkpoint_file(path):
-    if not path.is_file():
-        raise CheckpointError(f"SSV2A checkpoint not found: {path}\n  "
-                              + CHECKPOINTS["ssv2a"].manual.format(path=path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, not a torch file, pickled code refused by weights_only
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise CheckpointError(f"cannot read SSV2A checkpoint {path}: truncated or not a torch checkpoint file "
-                              f"({type(err).__name__}: {detail}); download ssv2a.pth again") from err
+    """The checkpoint's top-level dict, read weights-only; CheckpointError when it is not SSV2A's format."""
+    state = load_torch_file(path, "ssv2a", what="SSV2A checkpoint")
     if not isinstance(state, dict) or any(not isinstance(state.get(k), dict) for k in STATE_KEYS):
-        found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+        found = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else f"a {type(state).__name__}"
         raise CheckpointError(f"{path} is not an SSV2A checkpoint: expected a dict with state dicts "
-                              f"{', '.join(STATE_KEYS)}, found {found}")
+                              f"{', '.join(STATE_KEYS)}, found {found or 'an empty dict'}")
     return state
 
 
-def _state_dict_problems(expected, state):
-    """Lines naming missing, unexpected and mis-shaped keys ([] when the state dict fits)."""
-    problems = []
-    missing = [k for k in expected if k not in state]
-    unexpected = [str(k) for k in state if k not in expected]
-    misshaped = [f"{k} {tuple(state[k].shape) if torch.is_tensor(state[k]) else type(state[k]).__name__} "
-                 f"(config: {tuple(v.shape)})"
-                 for k, v in expected.items()
-                 if k in state and (not torch.is_tensor(state[k]) or state[k].shape != v.shape)]
-    for what, keys in [("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)]:
-        if keys:
-            problems.append(f"{len(keys)} {what} key(s): {_first(keys)}")
-    return problems
+def verify_ssv2a_file(path, config=None):
+    """Check an ssv2a.pth against the networks of config (default ssv2a.json) without allocating them."""
+    config = DEFAULT_CONFIG_PATH if config is None else config
+    state = _read_checkpoint_file(Path(path))
+    with torch.device("meta"):   # shapes only: no 330 MB of random weights
+        model = SSV2A.from_config(config)
+    model.check_states(state, path)
+    n = sum(len(state[k]) for k in STATE_KEYS)
+    extra = sorted(str(k) for k in state if k not in (*STATE_KEYS, "timestamp"))
+    return (f"{path}: {n} tensors fit {model.config_source}" + (f" (ignored entries: {', '.join(extra)})"
+                                                                 if extra else ""))
 
 
 # -----------------------------------------------------------------------------
@@ -325,32 +331,38 @@ def tiny_ssv2a(seed=0):
 # pipeline entry points
 
 
-def slots_to_clap(slots, model=None, its=CYCLE_ITS, samples=CYCLE_SAMPLES, var_samples=VAR_SAMPLES, generator=None):
+def slots_to_clap(slots, model=None, its=CYCLE_ITS, samples=CYCLE_SAMPLES, var_samples=VAR_SAMPLES, generator=None,
+                  pin_global=False):
     """Cycle-mixed CLAP [B, clap_dim] (L2-normalised, on the model's device) of remix slots [B, slot, clip_dim].
 
     Slot 0 holds the global (or manipulated) CLIP embedding, slots 1.. the object crops, zeros after.
     model: default the released model (load_ssv2a()). Randomness: see the module docstring.
     """
     model = model if model is not None else load_ssv2a()
-    return model.cycle_mix(slots, its=its, samples=samples, var_samples=var_samples, generator=generator)
+    return model.cycle_mix(slots, its=its, samples=samples, var_samples=var_samples, generator=generator,
+                           pin_global=pin_global)
 
 
 def slots_to_audio(slots, model=None, aldm=None, its=CYCLE_ITS, samples=CYCLE_SAMPLES, var_samples=VAR_SAMPLES,
-                   duration=10.0, steps=200, guidance=2.5, seed=42):
+                   duration=10.0, steps=200, guidance=2.5, seed=42, pin_global=False, sampler="ddim"):
     """Remix slots [B, slot, 768] -> (audio float32 numpy [B, duration * 16000], CLAPs [B, 512] on the CPU).
 
-    Every row draws its cycle-mix noise and its AudioLDM noise from `seed` alone, whatever its batch mates:
-    a baseline and a manipulated row differ only by their slots, and a setting found in a sweep gives the
-    same audio when run on its own. AudioLDM runs once for the whole batch.
-    aldm: an AudioLDMPipeline (default model.aldm.load_audioldm()).
+    seed: an int for every row, or one int per row. Each row draws its cycle-mix noise and its AudioLDM noise
+    from its own seed alone, whatever its batch mates: a baseline and a manipulated row of the same seed
+    differ only by their slots, and a setting found in a sweep gives the same audio when run on its own.
+    AudioLDM runs once for the whole batch. aldm: an AudioLDMPipeline (default model.aldm.load_audioldm()).
+    pin_global: see SSV2A.cycle_mix; sampler: see model.aldm.SAMPLERS.
     """
     from model.aldm import emb_to_audio, load_audioldm
     model = model if model is not None else load_ssv2a()
+    seeds = [int(seed)] * len(slots) if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    if len(seeds) != len(slots):
+        raise ValueError(f"got {len(seeds)} seeds for {len(slots)} rows of slots")
     claps = torch.cat([slots_to_clap(slots[b:b + 1], model, its=its, samples=samples, var_samples=var_samples,
-                                     generator=torch.Generator().manual_seed(int(seed)))
-                       for b in range(len(slots))])
+                                     generator=torch.Generator().manual_seed(s), pin_global=pin_global)
+                       for b, s in enumerate(seeds)])
     aldm = aldm if aldm is not None else load_audioldm()
-    audio = emb_to_audio(aldm, claps, duration=duration, steps=steps, guidance=guidance, seed=seed)
+    audio = emb_to_audio(aldm, claps, duration=duration, steps=steps, guidance=guidance, seed=seeds, sampler=sampler)
     return audio, claps.cpu()
 
 

@@ -132,100 +132,213 @@ def test_score_audios(clap):
 
 
 # -----------------------------------------------------------------------------
-# the verdict on hand-made tables
+# the AudioSet classifier
 
-E_ORIG, E_EDIT = unit(np.eye(512)[0]), unit(np.eye(512)[1])
-PASSING_PROBS = {"baseline_original": [0.40, 0.50, 0.10],
-                 "baseline_edited": [0.40, 0.05, 0.55],
-                 "manipulated": [0.42, 0.20, 0.38]}
-PASSING_EMBS = {"baseline_original": E_ORIG, "baseline_edited": E_EDIT, "manipulated": unit(0.3 * E_ORIG + 0.7 * E_EDIT)}
+@pytest.fixture(scope="module")
+def ast_model():
+    return ev.tiny_ast()
 
 
-def run_verdict(probs=None, embs=None, tolerance=0.05):
-    return ev.verdict(probs or PASSING_PROBS, embs or PASSING_EMBS, LABELS, CAT, DUCK, [DOG], tolerance)
+def test_tiny_ast_is_transformers_ast_with_the_real_interface(ast_model):
+    from transformers import ASTFeatureExtractor, ASTForAudioClassification
+    assert isinstance(ast_model.model, ASTForAudioClassification) and not ast_model.model.training
+    assert isinstance(ast_model.feature_extractor, ASTFeatureExtractor)
+    fe = ast_model.feature_extractor
+    # the checkpoint's preprocessor_config.json: 16 kHz (AudioLDM's rate), 128 mel bins, 1024 frames
+    assert (fe.sampling_rate, fe.num_mel_bins, fe.max_length) == (16000, 128, 1024)
+    assert ast_model.labels == list(ev.audioset_labels()) and len(ast_model.labels) == 527
+    assert ast_model.labels[0] == "Speech" and ast_model.labels[81] == "Cat" and ast_model.labels[526] == "Field recording"
 
 
-def test_verdict_all_pass_with_numbers():
-    v = run_verdict()
-    assert v["passed_all"] and v["n_passed"] == v["n_checks"] == 5
-    c = v["checks"]
-    assert set(c) == {"added_increased", "removed_decreased", "kept_within_tolerance",
-                      "closer_to_edited_clap", "closer_to_edited_kl"}
-    assert all(set(x) == {"passed", "numbers", "description"} for x in c.values())
-    assert c["added_increased"]["numbers"]["delta"] == pytest.approx(0.28)
-    assert c["removed_decreased"]["numbers"]["delta"] == pytest.approx(-0.30)
-    assert c["kept_within_tolerance"]["numbers"]["max_abs_delta"] == pytest.approx(0.02)
-    to_edit = 1 - float(PASSING_EMBS["manipulated"] @ E_EDIT)
-    assert c["closer_to_edited_clap"]["numbers"]["to_edited"] == pytest.approx(to_edit)
-    assert c["closer_to_edited_clap"]["numbers"]["edited_to_original"] == pytest.approx(1.0)
-    P = {k: np.array(p) for k, p in PASSING_PROBS.items()}
-    kl = c["closer_to_edited_kl"]["numbers"]
-    assert kl["kl_edited_manipulated"] == pytest.approx(entropy(P["baseline_edited"], P["manipulated"]))
-    assert kl["kl_original_manipulated"] == pytest.approx(entropy(P["baseline_original"], P["manipulated"]))
-    json.dumps(v)   # plain numbers only: it goes into results.json as is
+def test_classifier_scores_match_transformers_audio_classification_pipeline(ast_model):
+    """Our scoring path against transformers' own pipeline on the same tiny model and waveforms."""
+    from transformers import pipeline
+    waves = [tone(440, 3.0), noise(1, 10.0), tone(2500, 12.0)]
+    ours = ast_model.class_probabilities(waves, SR)
+    classify = pipeline("audio-classification", model=ast_model.model, feature_extractor=ast_model.feature_extractor,
+                        device="cpu")
+    worst = 0.0
+    for i, w in enumerate(waves):
+        ref = {r["label"]: r["score"] for r in classify(w, top_k=None, function_to_apply="sigmoid")}
+        got = dict(zip(ast_model.labels, ours[i]))
+        worst = max(worst, max(abs(got[k] - v) for k, v in ref.items()))
+    print(f"AST scores vs transformers pipeline: max abs diff {worst:.2e}")
+    assert worst < 1e-5
+    # independent probabilities, not a softmax: they do not sum to 1
+    assert abs(ours[0].sum() - 1) > 1
+    # a different sample rate is resampled to the model's 16 kHz first
+    at_48k = ast_model.class_probabilities([np.repeat(waves[0], 3)], 48000)
+    np.testing.assert_allclose(at_48k[0], ours[0], atol=0.02)
 
 
-@pytest.mark.parametrize("check, manipulated_probs, manipulated_emb", [
-    ("added_increased", [0.42, 0.48, 0.10], None),       # P(duck) unchanged: not an increase
-    ("removed_decreased", [0.30, 0.55, 0.15], None),     # P(cat) went up
-    ("kept_within_tolerance", [0.50, 0.20, 0.30], None),  # P(dog) moved 0.10 > 0.05
-    ("closer_to_edited_clap", None, unit(0.9 * E_ORIG + 0.1 * E_EDIT)),
-    ("closer_to_edited_kl", [0.40, 0.50, 0.10], None),   # exactly the original distribution
-])
-def test_each_check_fails_in_its_crafted_case(check, manipulated_probs, manipulated_emb):
-    probs = dict(PASSING_PROBS, manipulated=manipulated_probs or PASSING_PROBS["manipulated"])
-    embs = dict(PASSING_EMBS, manipulated=PASSING_EMBS["manipulated"] if manipulated_emb is None else manipulated_emb)
-    v = run_verdict(probs, embs)
-    assert v["checks"][check]["passed"] is False
-    assert not v["passed_all"] and v["n_passed"] < 5
-    assert "FAIL  " + check in ev.format_verdict(v)
+def test_audio_classes_resolve_exactly_by_name_or_fall_back_to_clap():
+    labels = ev.audioset_labels()
+    resolved, notes = ev.resolve_audio_classes(
+        ["cat", "dog", "rooster", "rocket", "astronaut"],
+        {"cat": ["Cat", "Meow"], "rocket": []}, labels)
+    assert resolved["cat"] == ["Cat", "Meow"]
+    assert resolved["dog"] == ["Dog"] and resolved["rooster"] == ["Chicken, rooster"]   # matched by name
+    assert resolved["rocket"] == [] and resolved["astronaut"] == []
+    assert any("'rocket' has no AudioSet class" in n for n in notes)
+    assert any("'astronaut' has no AudioSet class" in n for n in notes)
+    with pytest.raises(ValueError, match=r"'Meows' \(close: 'Meow'") as err:
+        ev.resolve_audio_classes(["cat"], {"cat": ["Cat", "Meows"]}, labels)
+    assert "audioset_labels.csv" in str(err.value)
+    with pytest.raises(ValueError, match=r"'cat' \(close: 'Cat'"):
+        ev.resolve_audio_classes(["cat"], {"cat": ["cat"]}, labels)
+    with pytest.raises(ValueError, match="list of AudioSet class names"):
+        ev.resolve_audio_classes(["cat"], {"cat": "Cat"}, labels)
 
 
-def test_kept_tolerance_is_inclusive_and_lists_every_kept_label():
-    labels = LABELS + ["wind blowing"]
-    probs = {"baseline_original": [0.5, 0.25, 0.125, 0.125], "baseline_edited": [0.5, 0.0, 0.375, 0.125],
-             "manipulated": [0.25, 0.125, 0.5, 0.125]}
-    v = ev.verdict(probs, PASSING_EMBS, labels, CAT, DUCK, [DOG, "wind blowing"], tolerance=0.25)
-    c = v["checks"]["kept_within_tolerance"]
-    assert c["passed"] and c["numbers"]["max_abs_delta"] == 0.25
-    assert c["numbers"]["delta a dog barking"] == -0.25 and c["numbers"]["delta wind blowing"] == 0.0
-    assert not ev.verdict(probs, PASSING_EMBS, labels, CAT, DUCK, [DOG], tolerance=0.2)["checks"][
-        "kept_within_tolerance"]["passed"]
-    # zeros in a hand-made table keep KL finite
-    assert np.isfinite(v["checks"]["closer_to_edited_kl"]["numbers"]["kl_edited_manipulated"])
-
-
-@pytest.mark.parametrize("removed, added, kept, match", [
-    ("a cow mooing", DUCK, [DOG], "a cow mooing"),
-    (CAT, "a horse neighing", [DOG], "a horse neighing"),
-    (CAT, DUCK, ["a bird singing"], "a bird singing"),
-    (CAT, CAT, [DOG], "both"),
-    (CAT, DUCK, [CAT], "also the removed"),
-])
-def test_verdict_rejects_bad_label_roles(removed, added, kept, match):
-    with pytest.raises(ValueError, match=match):
-        ev.verdict(PASSING_PROBS, PASSING_EMBS, LABELS, removed, added, kept)
-
-
-def test_verdict_rejects_missing_audio_and_wrong_lengths():
-    with pytest.raises(ValueError, match="baseline_edited"):
-        ev.verdict({k: v for k, v in PASSING_PROBS.items() if k != "baseline_edited"}, PASSING_EMBS,
-                   LABELS, CAT, DUCK, [DOG])
-    with pytest.raises(ValueError, match="2 entries for 3 labels"):
-        ev.verdict(dict(PASSING_PROBS, manipulated=[0.5, 0.5]), PASSING_EMBS, LABELS, CAT, DUCK, [DOG])
-
-
-def test_format_verdict_shows_table_numbers_and_pass():
-    text = ev.format_verdict(run_verdict())
-    assert "5/5 checks passed" in text and "FAIL" not in text
-    assert text.count("PASS") == 5
-    for label in LABELS:
-        assert label in text
-    assert "0.3800" in text and "delta 0.2800" in text and "removed" in text and "kept" in text
+def test_a_source_score_is_the_max_over_its_classes():
+    labels = ["A", "B", "C"]
+    probs = np.array([[0.1, 0.7, 0.2], [0.9, 0.0, 0.3]])
+    got = ev.source_scores(probs, {"x": ["A", "C"], "y": ["B"], "z": []}, labels)
+    np.testing.assert_array_equal(got["x"], [0.2, 0.9])
+    np.testing.assert_array_equal(got["y"], [0.7, 0.0])
+    assert "z" not in got
 
 
 # -----------------------------------------------------------------------------
-# figures and the run folder
+# paired statistics over seeds, and the verdict on hand-made tables
+
+def test_paired_stats_match_scipy_t_interval():
+    from scipy import stats
+    deltas = [0.10, 0.25, 0.18, 0.05]
+    s = ev.paired_stats(deltas, "up")
+    ci = stats.ttest_1samp(deltas, 0.0).confidence_interval(0.95)
+    assert s["mean"] == pytest.approx(np.mean(deltas)) and s["std"] == pytest.approx(np.std(deltas, ddof=1))
+    assert s["ci95"] == pytest.approx([ci.low, ci.high])
+    assert s["passed"] and s["confident"] and s["fraction_holds"] == 1.0 and s["n"] == 4
+    spread = ev.paired_stats([0.3, -0.1, 0.2], "up")
+    assert spread["passed"] and not spread["confident"] and spread["fraction_holds"] == pytest.approx(2 / 3)
+    down = ev.paired_stats([-0.2, -0.3, -0.25], "down")
+    assert down["passed"] and down["confident"]
+    one = ev.paired_stats([0.4], "up")
+    assert one["passed"] and one["std"] is None and one["ci95"] is None and not one["confident"]
+    same = ev.paired_stats([0.01, -0.02, 0.015], "same", tolerance=0.05)
+    assert same["passed"] and same["fraction_holds"] == 1.0
+    assert not ev.paired_stats([0.05, 0.06, 0.07], "same", tolerance=0.05)["passed"]
+    assert ev.paired_stats([0.01, -0.01, 0.0, 0.005], "same", tolerance=0.05)["confident"]
+    with pytest.raises(ValueError, match="expect"):
+        ev.paired_stats([1.0], "sideways")
+
+
+ROLES = {"removed": "cat", "added": "duck", "kept": ["dog"]}
+E_ORIG, E_EDIT = unit(np.eye(512)[0]), unit(np.eye(512)[1])
+
+
+def crafted_scores(n_seeds=3, cls=None, clap=None, embs=None):
+    """A score_run-like table: 3 seeds x 3 audios; the classifier and CLAP both pass unless overridden."""
+    jitter = np.array([0.0, 0.01, -0.01])[:n_seeds, None]
+    classifier = {"cat": np.array([0.8, 0.1, 0.3]) + jitter, "duck": np.array([0.1, 0.9, 0.6]) + jitter,
+                  "dog": np.array([0.5, 0.5, 0.51]) + jitter}
+    classifier.update(cls or {})
+    probs = np.array([[0.40, 0.50, 0.10], [0.40, 0.05, 0.55], [0.42, 0.20, 0.38]])   # dog, cat, duck per audio
+    probs = np.repeat(probs[None], n_seeds, axis=0) if clap is None else clap
+    e = np.stack([E_ORIG, E_EDIT, unit(0.3 * E_ORIG + 0.7 * E_EDIT)]) if embs is None else embs
+    return {"classifier": {k: np.broadcast_to(v, (n_seeds, 3)).copy() for k, v in classifier.items()},
+            "classes": {"cat": ["Cat"], "duck": ["Duck"], "dog": ["Dog"]}, "classifier_name": "crafted",
+            "clap_probs": probs, "clap_labels": [DOG, CAT, DUCK], "clap_source_index": {"dog": 0, "cat": 1, "duck": 2},
+            "clap_embs": np.repeat(e[None], n_seeds, axis=0), "clap_name": "crafted CLAP", "logit_scale": 14.3,
+            "notes": []}
+
+
+def test_verdict_all_pass_with_numbers():
+    r = ev.build_verdict(crafted_scores(), ROLES, tolerance=0.05)
+    v, c = r["verdict"], r["verdict"]["checks"]
+    assert set(c) == {"added_increased", "removed_decreased", "kept_within_tolerance:dog"}
+    assert v["passed_all"] and v["n_passed"] == v["n_confident"] == v["n_checks"] == 3
+    assert c["added_increased"]["mean"] == pytest.approx(0.5) and c["added_increased"]["deltas"] == pytest.approx([0.5] * 3)
+    assert c["removed_decreased"]["mean"] == pytest.approx(-0.5)
+    assert c["kept_within_tolerance:dog"]["mean"] == pytest.approx(0.01)
+    assert all(x["scorer"] == "classifier" for x in c.values())
+    second = r["clap_view"]["checks"]
+    assert set(second) == {"added_increased", "removed_decreased", "kept_within_tolerance:dog",
+                           "closer_to_edited_clap", "closer_to_edited_kl"}
+    assert r["clap_view"]["passed_all"] and second["added_increased"]["mean"] == pytest.approx(0.28)
+    P = np.array([[0.40, 0.50, 0.10], [0.40, 0.05, 0.55], [0.42, 0.20, 0.38]])
+    assert second["closer_to_edited_kl"]["kl_original"][0] == pytest.approx(entropy(P[0], P[2]))
+    assert second["closer_to_edited_kl"]["kl_edited"][0] == pytest.approx(entropy(P[1], P[2]))
+    assert second["closer_to_edited_clap"]["to_edited"][0] == pytest.approx(1 - float(unit(0.3 * E_ORIG + 0.7 * E_EDIT) @ E_EDIT))
+    json.dumps(r)   # plain numbers only: it goes into results.json as is
+    text = ev.format_verdict(r)
+    assert "3/3 checks hold" in text and "FAIL" not in text and "95% CI" in text
+
+
+@pytest.mark.parametrize("check, cls", [
+    ("added_increased", {"duck": np.array([0.1, 0.9, 0.1])}),            # P(duck) unchanged
+    ("removed_decreased", {"cat": np.array([0.3, 0.1, 0.8])}),           # P(cat) went up
+    ("kept_within_tolerance:dog", {"dog": np.array([0.5, 0.5, 0.6])}),   # P(dog) moved 0.10 > 0.05
+])
+def test_each_check_fails_in_its_crafted_case(check, cls):
+    r = ev.build_verdict(crafted_scores(cls=cls), ROLES, tolerance=0.05)
+    assert r["verdict"]["checks"][check]["passed"] is False and not r["verdict"]["passed_all"]
+    assert "FAIL  " + check in ev.format_verdict(r)
+
+
+def test_one_noisy_seed_makes_a_check_weak_not_confident():
+    noisy = crafted_scores()
+    noisy["classifier"]["duck"][:, 2] = [0.8, 0.05, 0.9]    # manipulated - original: +0.7, -0.05, +0.8
+    c = ev.build_verdict(noisy, ROLES)["verdict"]["checks"]["added_increased"]
+    assert c["passed"] and not c["confident"] and c["fraction_holds"] == pytest.approx(2 / 3)
+    assert c["ci95"][0] < 0 < c["ci95"][1]
+    assert "weak  added_increased" in ev.format_verdict(ev.build_verdict(noisy, ROLES))
+
+
+def test_a_source_without_audioset_class_is_judged_by_clap():
+    scores = crafted_scores()
+    del scores["classifier"]["dog"]
+    scores["classes"]["dog"] = []
+    c = ev.build_verdict(scores, ROLES)["verdict"]["checks"]["kept_within_tolerance:dog"]
+    assert c["scorer"] == "clap" and c["mean"] == pytest.approx(0.02)
+    assert "[CLAP: no AudioSet class]" in ev.format_verdict(ev.build_verdict(scores, ROLES))
+
+
+@pytest.mark.parametrize("roles, match", [
+    ({"removed": "cat", "added": "cat", "kept": []}, "must differ"),
+    ({"removed": "cat", "added": "duck", "kept": ["cat"]}, "must differ"),
+    ({"removed": None, "added": "duck", "kept": []}, "removed"),
+])
+def test_verdict_rejects_bad_roles(roles, match):
+    with pytest.raises(ValueError, match=match):
+        ev.build_verdict(crafted_scores(), roles)
+
+
+def test_the_verdict_reads_the_rows_it_is_told():
+    # a sweep scores [baseline_original, baseline_edited, setting 1, setting 2]: rows=(0, 1, 3) judges setting 2
+    scores = crafted_scores()
+    for k in scores["classifier"]:
+        scores["classifier"][k] = np.concatenate([scores["classifier"][k], scores["classifier"][k][:, :1]], axis=1)
+    scores["clap_probs"] = np.concatenate([scores["clap_probs"], scores["clap_probs"][:, :1]], axis=1)
+    scores["clap_embs"] = np.concatenate([scores["clap_embs"], scores["clap_embs"][:, :1]], axis=1)
+    assert ev.build_verdict(scores, ROLES, rows=(0, 1, 2))["verdict"]["passed_all"]
+    same_as_original = ev.build_verdict(scores, ROLES, rows=(0, 1, 3))["verdict"]["checks"]
+    assert same_as_original["added_increased"]["mean"] == 0 and not same_as_original["added_increased"]["passed"]
+
+
+# -----------------------------------------------------------------------------
+# scoring a run, figures and the run folder
+
+def three_audios(n_seeds=3, seconds=1.0):
+    return np.stack([[tone(440 + 100 * s, seconds), noise(s, seconds), tone(660 + 50 * s, seconds)]
+                     for s in range(n_seeds)])
+
+
+def test_score_run_scores_every_seed_and_audio_with_both_scorers(ast_model, clap):
+    audio = three_audios()
+    s = ev.score_run(audio, ["cat", "duck", "dog", "rocket"], ast_model, clap, {"cat": ["Cat", "Meow"], "rocket": []},
+                     {"cat": CAT, "duck": DUCK}, SR)
+    assert set(s["classifier"]) == {"cat", "duck", "dog"} and s["classes"]["rocket"] == []
+    assert all(v.shape == (3, 3) for v in s["classifier"].values())
+    assert s["clap_probs"].shape == (3, 3, 4) and s["clap_embs"].shape == (3, 3, 512)
+    assert s["clap_labels"] == [CAT, DUCK, "the sound of a dog", "the sound of a rocket"]
+    np.testing.assert_allclose(s["clap_probs"].sum(-1), 1, atol=1e-6)
+    # the classifier path equals scoring each waveform on its own
+    alone = ast_model.class_probabilities([audio[1, 2]], SR)[0]
+    cat = ast_model.labels.index("Cat"), ast_model.labels.index("Meow")
+    assert s["classifier"]["cat"][1, 2] == pytest.approx(max(alone[cat[0]], alone[cat[1]]), abs=1e-6)
+
 
 def assert_png(path):
     data = path.read_bytes()
@@ -233,11 +346,14 @@ def assert_png(path):
 
 
 def test_figures_are_written(tmp_path):
-    ev.plot_label_probabilities(PASSING_PROBS, LABELS, tmp_path / "bars.png")
-    assert_png(tmp_path / "bars.png")
+    scores = crafted_scores()
+    ev.plot_scores(scores, ["cat", "duck", "dog"], tmp_path / "scores.png", result=ev.build_verdict(scores, ROLES))
+    assert_png(tmp_path / "scores.png")
     audios = {"baseline_original": tone(440, 2.0), "baseline_edited": noise(0, 2.0), "manipulated": tone(3000, 0.5)}
     ev.plot_spectrograms(audios, SR, tmp_path / "spec.png")
     assert_png(tmp_path / "spec.png")
+    with pytest.raises(FileExistsError):
+        ev.plot_spectrograms(audios, SR, tmp_path / "spec.png")
 
 
 def test_log_mel_puts_a_tone_in_the_right_band():
@@ -247,39 +363,49 @@ def test_log_mel_puts_a_tone_in_the_right_band():
     # equal-area filters: white noise has about the same level in every band
     flat = ev.log_mel(noise(0, 2.0), SR).mean(axis=1)
     assert flat[2:].max() - flat[2:].min() < 3.0
+    assert ev.log_mel(tone(300, 0.01), SR).shape[0] == 64     # shorter than a window
 
 
-def test_evaluate_run_writes_results_and_never_overwrites(tmp_path, clap, capsys):
-    audios = {"baseline_original": tone(440), "baseline_edited": noise(0), "manipulated": tone(660)}
+def test_evaluate_run_writes_results_and_never_overwrites(tmp_path, ast_model, clap, capsys):
     run_dir = tmp_path / "run"
-    res = ev.evaluate_run(audios, LABELS, CAT, DUCK, [DOG], run_dir, clap, sample_rate=SR, tolerance=0.05)
+    seeds = [7, 8, 9]
+    res = ev.evaluate_run(three_audios(), seeds, ROLES, run_dir, ast_model, clap, class_map={"cat": ["Cat", "Meow"]},
+                          clap_labels={"cat": CAT, "duck": DUCK, "dog": DOG}, sample_rate=SR, tolerance=0.05,
+                          extra={"e_final_reach": {"mean_to_baseline_edited": 0.1}})
     out = capsys.readouterr().out
-    assert "checks passed" in out and "results.json" in out
-    for name in ["results.json", "label_probs.png", "spectrograms.png"]:
+    assert "Verdict (AudioSet classifier" in out and "CLAP view" in out and "results.json" in out
+    for name in ["results.json", "scores.png", "spectrograms.png"]:
         assert (run_dir / name).is_file()
-    assert_png(run_dir / "label_probs.png")
-    assert_png(run_dir / "spectrograms.png")
+    assert_png(run_dir / "scores.png")
     text = (run_dir / "results.json").read_text()
     saved = json.loads(text)
-    assert saved["labels"] == LABELS and saved["removed_label"] == CAT and saved["added_label"] == DUCK
-    assert set(saved["probs"]) == set(ev.AUDIO_NAMES)
-    assert all(abs(sum(p) - 1) < 1e-5 for p in saved["probs"].values())
-    assert saved["verdict"]["n_checks"] == 5 and isinstance(saved["verdict"]["passed_all"], bool)
-    assert saved["verdict"]["probs"] == saved["probs"]
-    assert "tiny" in saved["clap"] and saved["sample_rate"] == SR
-    assert "audio_embs" not in text and len(text) < 20_000   # no embeddings in the JSON
+    assert saved["seeds"] == seeds and saved["sources"] == ["cat", "duck", "dog"]
+    assert saved["verdict"]["n_checks"] == 3 and saved["clap_view"]["n_checks"] == 5
+    per_seed = saved["scores"]["classifier"]["per_seed"]
+    assert set(per_seed) == {"cat", "duck", "dog"} and all(len(v) == 3 for v in per_seed["cat"].values())
+    assert saved["scores"]["classifier"]["classes"]["cat"] == ["Cat", "Meow"]
+    assert set(saved["scores"]["clap"]["per_seed"]) == {"cat", "duck", "dog"}
+    check = saved["verdict"]["checks"]["added_increased"]
+    assert len(check["deltas"]) == 3 and len(check["ci95"]) == 2 and 0 <= check["fraction_holds"] <= 1
+    assert check["deltas"] == pytest.approx(np.subtract(per_seed["duck"]["manipulated"],
+                                                        per_seed["duck"]["baseline_original"]).tolist())
+    assert saved["e_final_reach"] == {"mean_to_baseline_edited": 0.1}
+    assert "tiny" in saved["scores"]["clap"]["name"] and saved["sample_rate"] == SR
+    assert "clap_embs" not in text and len(text) < 60_000   # no embeddings in the JSON
     assert res["verdict"] == saved["verdict"]
     with pytest.raises(FileExistsError, match="results.json"):
-        ev.evaluate_run(audios, LABELS, CAT, DUCK, [DOG], run_dir, clap, sample_rate=SR)
+        ev.evaluate_run(three_audios(), seeds, ROLES, run_dir, ast_model, clap)
     assert (run_dir / "results.json").read_text() == text
 
 
-def test_evaluate_run_checks_labels_before_any_work(tmp_path, clap):
-    audios = {"baseline_original": tone(440), "baseline_edited": noise(0), "manipulated": tone(660)}
-    with pytest.raises(ValueError, match="a goat bleating"):
-        ev.evaluate_run(audios, LABELS, "a goat bleating", DUCK, [DOG], tmp_path / "run", clap)
-    with pytest.raises(ValueError, match="manipulated"):
-        ev.evaluate_run({k: audios[k] for k in ev.AUDIO_NAMES[:2]}, LABELS, CAT, DUCK, [DOG], tmp_path / "run", clap)
+def test_evaluate_run_checks_its_inputs_before_any_work(tmp_path, ast_model, clap):
+    with pytest.raises(ValueError, match="must differ"):
+        ev.evaluate_run(three_audios(), [1, 2, 3], {"removed": "cat", "added": "cat", "kept": []}, tmp_path / "run",
+                        ast_model, clap)
+    with pytest.raises(ValueError, match="3 audios"):
+        ev.evaluate_run(three_audios()[:, :2], [1, 2, 3], ROLES, tmp_path / "run", ast_model, clap)
+    with pytest.raises(ValueError, match="Meows"):
+        ev.evaluate_run(three_audios(), [1, 2, 3], ROLES, tmp_path / "run", ast_model, clap, class_map={"cat": ["Meows"]})
     assert not (tmp_path / "run").exists()
 
 
@@ -317,13 +443,66 @@ def test_tokenizer_guard(tmp_path):
 def test_load_clap_weights_rejects_wrong_files(tmp_path, clap):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="(?s)not a readable PyTorch checkpoint.*delete it"):
         ev.load_clap_weights(clap.model, garbage)
     state = {k: v for k, v in clap.model.state_dict().items() if k != "logit_scale_a"}
     state["audio_branch.fusion_model.weight"] = torch.zeros(1)
     torch.save({"state_dict": state}, tmp_path / "fusion.pt")
     with pytest.raises(CheckpointError, match="logit_scale_a.*fusion_model"):
         ev.load_clap_weights(clap.model, tmp_path / "fusion.pt")
+
+
+def clap_training_checkpoint(state_dict_with_prefix, n_optimizer_states=2):
+    """LAION-CLAP's release format: what laion's training script torch.saves at the end of an epoch.
+
+    {'epoch', 'name', 'state_dict' (DistributedDataParallel keys: 'module.' + ..., including the stale
+    text_branch.embeddings.position_ids buffer), 'optimizer'} with an AdamW state and param_groups whose 'lr'
+    (and 'initial_lr') the cosine schedule left as numpy.float64: the reason weights_only=True alone refuses it.
+    """
+    state = dict(state_dict_with_prefix)
+    state["module.text_branch.embeddings.position_ids"] = torch.arange(514)[None]
+    first = [v for v in state.values() if v.is_floating_point()][:n_optimizer_states]
+    optimizer = {"state": {i: {"step": torch.tensor(1000.0), "exp_avg": torch.zeros_like(v),
+                               "exp_avg_sq": torch.zeros_like(v)} for i, v in enumerate(first)},
+                 "param_groups": [{"lr": np.float64(9.87e-5), "initial_lr": np.float64(1e-4), "betas": (0.9, 0.99),
+                                   "eps": 1e-9, "weight_decay": 0.0, "amsgrad": False, "maximize": False,
+                                   "foreach": None, "capturable": False, "differentiable": False, "fused": None,
+                                   "params": list(range(len(first)))}]}
+    return {"epoch": 45, "name": "2022_12_12-HTSAT-tiny-roberta-630k+audioset", "state_dict": state,
+            "optimizer": optimizer}
+
+
+def test_clap_training_checkpoint_loads_weights_only_and_nothing_else_does(tmp_path, clap, capsys):
+    """Issue 9.1: the release's numpy.float64 learning rate must not stop a weights-only load."""
+    path = tmp_path / "630k-audioset-best.pt"
+    saved = {"module." + k: v.clone() for k, v in clap.model.state_dict().items()}
+    torch.save(clap_training_checkpoint(saved), path)
+    # the format the issue describes: plain weights_only=True refuses it because of the numpy scalar
+    with pytest.raises(Exception, match="numpy.core.multiarray.scalar"):
+        torch.load(path, weights_only=True)
+    model = ev.tiny_clap.__wrapped__(seed=5).model
+    ev.load_clap_weights(model, path)
+    got = model.state_dict()
+    assert all(torch.equal(got[k], clap.model.state_dict()[k]) for k in got)
+    assert "ignored top-level entries epoch, name, optimizer" in capsys.readouterr().out
+
+    # still weights-only: a pickled function in the optimizer state is refused with its name, and never runs
+    marker = tmp_path / "ran"
+    evil = clap_training_checkpoint(saved)
+    evil["optimizer"]["param_groups"][0]["lr"] = RunsCode(marker)
+    torch.save(evil, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"unsupported global posix\.system") as err:
+        ev.load_clap_weights(model, tmp_path / "evil.pt")
+    assert not marker.exists() and "truncated" not in str(err.value)
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
 
 
 def test_real_architecture_loads_official_key_format(tmp_path):
@@ -345,9 +524,8 @@ def test_real_architecture_loads_official_key_format(tmp_path):
     assert 150e6 < sum(p.numel() for p in model.parameters()) < 160e6
 
     saved = {"module." + k: v.clone() for k, v in model.state_dict().items()}
-    saved["module.text_branch.embeddings.position_ids"] = torch.arange(514)[None]
     path = tmp_path / "630k-audioset-best.pt"
-    torch.save({"epoch": 45, "state_dict": saved}, path)
+    torch.save(clap_training_checkpoint(saved), path)
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()

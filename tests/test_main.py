@@ -70,11 +70,28 @@ def test_help_lists_every_constant(capsys):
     ({"cat": {"x": [1, 2], "y": [1]}, "duck": {"x": 1, "y": 1}}, "same length"),
     ({"cat": {"x": 1, "y": 1, "labels": [0]}, "duck": {"x": 1, "y": 1}}, "no positive point"),
     ({"cat": {"x": 1, "y": 1, "labels": [2]}, "duck": {"x": 1, "y": 1}}, "labels must be 1"),
-    ({"cat": {"y": 1}, "duck": {"x": 1, "y": 1}}, "needs 'x' and 'y'"),
+    ({"cat": {"y": 1}, "duck": {"x": 1, "y": 1}}, "needs both 'x' and 'y'"),
+    ({"cat": {"x": 1, "y": 1, "text": "a cat"}, "duck": {}}, "points and \\['text'\\]"),
+    ({"cat": {"z": 1}, "duck": {}}, "unknown keys"),
+    ({"cat": "a cat", "duck": {}}, "must be a dict"),
+    ({"cat": {}, "cat ": {}}, None),
+    ({"c" * 41: {}, "duck": {}}, "41 characters long"),
 ])
 def test_malformed_prompts(prompts, match):
+    if match is None:
+        assert [p.name for p in main.parse_prompts(prompts)] == ["cat", "cat "]
+        return
     with pytest.raises(main.UserError, match=match):
         main.parse_prompts(prompts)
+
+
+def test_prompts_by_points_or_by_name():
+    removed, added = main.parse_prompts({"cat": {"x": [1, 2], "y": [3, 3], "labels": [1, 0]}, "duck": {}})
+    assert removed.points == [[1.0, 3.0], [2.0, 3.0]] and removed.labels == [1, 0] and not removed.by_text
+    assert added.by_text and added.text == "a photo of a duck" and added.points is None and not added.union
+    _, added = main.parse_prompts({"cat": {}, "duck": {"text": "a yellow rubber duck", "union": True}},
+                                  text_prompt="an image of a {}")
+    assert added.text == "a yellow rubber duck" and added.union
 
 
 def test_point_outside_the_image_and_missing_image(tmp_path, capsys):
@@ -98,9 +115,10 @@ def test_missing_checkpoints_are_all_listed_before_any_work(tmp_path, monkeypatc
                       f"--CHECKPOINT_PATH={tmp_path / 'ckpts' / 'ssv2a.pth'}"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "7 checkpoint(s) missing; nothing was run" in err
+    assert "8 checkpoint(s) missing; nothing was run" in err
     for name in ["ssv2a.pth", "ViT-L-14.pt", "sam2.1_hiera_large.pt", "yolov8x-oiv7.pt", "630k-audioset-best.pt",
-                 "cvssp/audioldm-s-full-v2", "roberta-base", "drive.google.com", "python main.py --smoke"]:
+                 "cvssp/audioldm-s-full-v2", "roberta-base", "MIT/ast-finetuned-audioset-10-10-0.4593",
+                 "drive.google.com", "python main.py --smoke"]:
         assert name in err, name
     assert not (tmp_path / "out").exists()
 
@@ -125,23 +143,33 @@ def smoke_run(tmp_path_factory):
     return run_dir
 
 
+SEEDS = [42, 43, 44]   # EVAL_SEEDS = 3 from SEED = 42
+
+
 def test_smoke_run_writes_the_whole_run_folder(smoke_run):
     names = {p.name for p in smoke_run.iterdir()}
-    expected = {"mask_remove_cat.png", "mask_add_astronaut.png", "baseline_original.wav", "baseline_edited.wav",
-                "manipulated.wav", "embeddings.pt", "run.json", "results.json", "label_probs.png", "spectrograms.png"}
+    expected = {"mask_remove_cat.png", "mask_add_astronaut.png", "embeddings.pt", "run.json", "results.json",
+                "scores.png", "spectrograms.png"}
+    expected |= {main.wav_name(n, s, 42) for n in main.AUDIO_NAMES for s in SEEDS}
     assert expected <= names, expected - names
+    assert {"baseline_original.wav", "manipulated_seed43.wav", "baseline_edited_seed44.wav"} <= names
     assert smoke_run.name.endswith("_cat-to-astronaut_smoke")
     for png in smoke_run.glob("*.png"):
         assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_smoke_audio_is_three_finite_equal_length_wavs(smoke_run):
+def test_smoke_audio_is_finite_equal_length_wavs_for_every_seed(smoke_run):
     lengths = set()
     for name in main.AUDIO_NAMES:
-        audio, sr = sf.read(smoke_run / f"{name}.wav")
-        assert sr == 16000 and np.isfinite(audio).all() and np.abs(audio).max() > 0
-        lengths.add(len(audio))
+        for seed in SEEDS:
+            audio, sr = sf.read(smoke_run / main.wav_name(name, seed, 42))
+            assert sr == 16000 and np.isfinite(audio).all() and np.abs(audio).max() > 0
+            lengths.add(len(audio))
     assert lengths == {int(main.SMOKE_SETTINGS["DURATION"] * 16000)}
+    # seeds are different draws: the same audio row differs between seeds
+    a, _ = sf.read(smoke_run / "manipulated.wav")
+    b, _ = sf.read(smoke_run / "manipulated_seed43.wav")
+    assert np.abs(a - b).max() > 1e-3
 
 
 def test_smoke_embeddings_have_the_plan_shapes_and_unit_norm(smoke_run):
@@ -152,33 +180,55 @@ def test_smoke_embeddings_have_the_plan_shapes_and_unit_norm(smoke_run):
     assert e["slots"].shape == (3, 64, 768)
     assert torch.equal(e["slots"][2, 0], e["emb_final"])            # slot 0 of the manipulated row = E_final
     assert torch.equal(e["slots"][2, 1:], e["slots"][1, 1:])        # next to I_1's crops
+    assert e["seeds"].tolist() == SEEDS and e["audio_rows"] == list(main.AUDIO_NAMES)
     for name in ["cls_0", "cls_1", "emb_suppress", "emb_boost", "emb_bg", "emb_final"]:
         assert torch.isfinite(e[name]).all() and e[name].shape == (768,)
         assert math.isclose(float(e[name].norm()), 1.0, abs_tol=1e-5), name
-    for name, clap in e["claps"].items():
-        assert clap.shape == (512,) and math.isclose(float(clap.norm()), 1.0, abs_tol=1e-5), name
+    assert e["claps"].shape == (3, 3, 512)
+    torch.testing.assert_close(e["claps"].norm(dim=-1), torch.ones(3, 3))
 
 
-def test_smoke_run_json_is_complete(smoke_run):
+def test_smoke_run_json_is_complete_and_finished(smoke_run):
     record = json.loads((smoke_run / "run.json").read_text())
+    assert record["status"] == "finished" and record["started"] <= record["ended"]
     assert set(record["config"]) == set(main.CONFIG_KEYS)
     assert record["config"]["SMOKE"] is True and record["smoke"] is True
-    assert record["seed"] == 42 and record["device"] == "cpu"
+    assert record["seed"] == 42 and record["seeds"] == SEEDS and record["device"] == "cpu"
     assert record["images"]["original"].endswith("original.jpg")
+    assert record["sampler"] == {"name": "ddim", "steps": 4}
     steps = ["step1_masks", "step2_clip_tokens", "step3_patch_weights", "step4_background", "step5_svd",
              "step6_mix", "step7_audio", "evaluation"]
     assert all(record["timings_s"][s] >= 0 for s in steps)
+    assert set(record["model_load_s"]) == set(main.Models.NAMES)
     assert record["svd"]["suppress"]["k_effective"] >= 1 and "no_op" in record["svd"]["boost"]
     assert len(record["detections"]) == 2
-    assert set(record["outputs"]) >= {"manipulated.wav", "run.json", "results.json"}
+    assert record["masks"]["removed"]["points"] == [[448.0, 330.0]]
+    assert set(record["outputs"]) >= {"manipulated.wav", "run.json", "results.json", "manipulated_seed44.wav"}
+    reach = record["e_final_reach"]
+    assert len(reach["cosine_distance_to_baseline_edited"]) == 3 and reach["mean_to_baseline_edited"] >= 0
+    assert record["verdict"]["n_checks"] == 3
 
 
-def test_smoke_results_hold_probabilities_and_a_verdict(smoke_run):
+def test_smoke_results_hold_both_scorers_per_seed_scores_and_intervals(smoke_run):
     results = json.loads((smoke_run / "results.json").read_text())
-    assert results["labels"][:3] == ["a cat meowing", "a person talking", "a rocket engine roaring"]
+    assert results["seeds"] == SEEDS and results["sources"] == ["cat", "astronaut", "rocket"]
+    classes = results["scores"]["classifier"]["classes"]
+    assert classes == {k: main.AUDIO_CLASSES[k] for k in ["cat", "astronaut", "rocket"]}
+    for scorer in ("classifier", "clap"):
+        per_seed = results["scores"][scorer]["per_seed"]
+        assert set(per_seed) == {"cat", "astronaut", "rocket"}
+        assert all(len(v) == 3 for by_audio in per_seed.values() for v in by_audio.values())
+    assert results["scores"]["clap"]["labels"][:3] == ["a cat meowing", "a person talking", "a rocket engine roaring"]
     for name in main.AUDIO_NAMES:
-        assert math.isclose(sum(results["probs"][name]), 1.0, abs_tol=1e-5)
-    assert isinstance(results["verdict"]["passed_all"], bool) and len(results["verdict"]["checks"]) >= 5
+        for row in results["scores"]["clap"]["all_labels_per_seed"][name]:
+            assert math.isclose(sum(row), 1.0, abs_tol=1e-5)
+    v = results["verdict"]
+    assert set(v["checks"]) == {"added_increased", "removed_decreased", "kept_within_tolerance:rocket"}
+    for c in list(v["checks"].values()) + list(results["clap_view"]["checks"].values()):
+        assert len(c["deltas"]) == 3 and len(c["ci95"]) == 2 and c["ci95"][0] <= c["mean"] <= c["ci95"][1]
+        assert isinstance(c["passed"], bool) and isinstance(c["confident"], bool)
+    assert len(results["clap_view"]["checks"]) == 5
+    assert results["e_final_reach"]["what"].startswith("1 - cos")
 
 
 def test_a_second_run_gets_its_own_folder(smoke_run, tmp_path):
@@ -199,48 +249,72 @@ def test_smoke_sweep_reuses_the_shared_work(tmp_path, capsys):
     rows = list(csv.DictReader(open(run_dir / "sweep.csv")))
     assert [(r["SVD_K"], r["MIX_BETA"]) for r in rows] == [("1", "0.3"), ("1", "0.4"), ("3", "0.3"), ("3", "0.4")]
     assert all(r["passed_all"] in ("True", "False") and r["target"] for r in rows)
-    wavs = sorted(p.name for p in run_dir.glob("manipulated_*.wav"))
+    assert all(float(r["added_increased ci_low"]) <= float(r["added_increased ci_high"]) for r in rows)
+    assert all(r["clap closer_to_edited_clap passed"] in ("True", "False") for r in rows)
+    wavs = sorted(p.name for p in run_dir.glob("manipulated_*.wav") if "_seed" not in p.name)
     assert wavs == ["manipulated_SVD_K-1_MIX_BETA-0.3.wav", "manipulated_SVD_K-1_MIX_BETA-0.4.wav",
                     "manipulated_SVD_K-3_MIX_BETA-0.3.wav", "manipulated_SVD_K-3_MIX_BETA-0.4.wav"]
+    assert len(list(run_dir.glob("manipulated_*_seed4[34].wav"))) == 8     # every setting, every seed
     assert (run_dir / "sweep_heatmap.png").stat().st_size > 1000
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
 def test_sweep_setting_gives_the_single_run_audio(tmp_path, smoke_run):
     # the sweep's default setting must reproduce the single run's manipulated audio: per-row seeding
     assert main.main(["--smoke", f"--OUTPUT_DIR={tmp_path}", "--sweep", "SVD_K=5"]) == 0
     (run_dir,) = tmp_path.iterdir()
-    swept, _ = sf.read(run_dir / "manipulated_SVD_K-5.wav")
-    single, _ = sf.read(smoke_run / "manipulated.wav")
-    np.testing.assert_allclose(swept, single, atol=2 / 32768)   # within a 16-bit step or two
+    for seed in SEEDS:
+        swept, _ = sf.read(run_dir / main.wav_name("manipulated_SVD_K-5", seed, 42))
+        single, _ = sf.read(smoke_run / main.wav_name("manipulated", seed, 42))
+        np.testing.assert_allclose(swept, single, atol=2 / 32768)   # within a 16-bit step or two
 
 
-def test_smoke_manifest_skips_broken_rows(tmp_path, capsys):
+def test_smoke_manifest_checks_every_row_first_and_summarises_what_each_pair_has(tmp_path, capsys):
     manifest = tmp_path / "pairs.csv"
     images = ROOT / "images"
     manifest.write_text(
         "original,edited,remove,remove_x,remove_y,add,add_x,add_y,kept\n"
         f"{images / 'original.jpg'},{images / 'edited.jpg'},cat,448,330,astronaut,410;370,130;460,rocket\n"
         f"{images / 'missing.jpg'},{images / 'edited.jpg'},cat,448,330,astronaut,410,130,rocket\n"
-        f"{images / 'original.jpg'},{images / 'edited.jpg'},cat,9000,330,astronaut,410,130,rocket\n")
+        f"{images / 'original.jpg'},{images / 'edited.jpg'},cat,9000,330,astronaut,410,130,rocket\n"
+        f"{images / 'original.jpg'},{images / 'edited.jpg'},cat,448,330,astronaut,410,130,launch pad\n")
     out_dir = tmp_path / "out"
-    assert main.main(["--smoke", f"--OUTPUT_DIR={out_dir}", "--manifest", str(manifest)]) == 0
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out_dir}", "--EVAL_SEEDS=2", "--manifest", str(manifest)]) == 0
     out = capsys.readouterr().out
-    assert "SKIPPED pair 2: image not found" in out and "SKIPPED pair 3" in out and "outside" in out
+    # broken rows are reported before any model loads
+    assert out.index("SKIPPED pair 2") < out.index("Loading every model")
+    assert "image not found" in out and "SKIPPED pair 3" in out and "outside" in out
     (run_dir,) = out_dir.iterdir()
     table = list(csv.DictReader(open(run_dir / "pairs.csv")))
-    assert [r["pair"] for r in table] == ["1"]
+    assert [r["pair"] for r in table] == ["1", "4"]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["completed"] == 1 and [s["pair"] for s in summary["skipped"]] == [2, 3]
-    assert summary["metrics"]["target"]["n"] == 1 and "std" in summary["metrics"]["target"]
+    assert summary["completed"] == 2 and [s["pair"] for s in summary["skipped"]] == [2, 3]
+    metrics = summary["metrics"]
+    assert metrics["target"]["n"] == 2 and "std" in metrics["target"]
+    # rows that name different kept sources: each kept check is summarised over the pairs that have it
+    assert metrics["kept_within_tolerance:rocket mean"]["n"] == 1
+    assert metrics["kept_within_tolerance:launch pad mean"]["n"] == 1
     assert (run_dir / table[0]["folder"] / "manipulated.wav").is_file()
+    assert json.loads((run_dir / table[1]["folder"] / "run.json").read_text())["status"] == "finished"
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
 def test_the_shipped_example_manifest_parses():
     rows = main.read_manifest(ROOT / "images" / "pairs.csv")
     cfg = main.pair_config(main.default_config(), rows[0], ROOT / "images")
-    images, prompts = main.prepare_inputs(cfg)
-    assert [p.name for p in images] == ["original.jpg", "edited.jpg"]
-    assert prompts[1] == ("astronaut", [[410.0, 130.0], [370.0, 460.0]], [1, 1])
+    images, prompts, notes = main.prepare_inputs(cfg)
+    assert [p.name for p in images] == ["original.jpg", "edited.jpg"] and notes == []
+    assert (prompts[1].name, prompts[1].points, prompts[1].labels) == ("astronaut", [[410.0, 130.0], [370.0, 460.0]],
+                                                                       [1, 1])
+
+
+def test_manifest_rows_with_empty_coordinates_find_the_object_by_name():
+    row = {"original": "original.jpg", "edited": "edited.jpg", "remove": "cat", "remove_x": "", "remove_y": "",
+           "add": "astronaut", "add_x": "410", "add_y": "130"}
+    cfg = main.pair_config(main.default_config(), row, ROOT / "images")
+    assert cfg["SAM2_PROMPTS"] == {"cat": {}, "astronaut": {"x": [410], "y": [130], "labels": [1]}}
+    _, prompts, _ = main.prepare_inputs(cfg)
+    assert prompts[0].by_text and prompts[0].text == "a photo of a cat" and not prompts[1].by_text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -251,15 +325,22 @@ def test_asking_for_cuda_without_one_is_a_clear_error(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_plan_helpers_agree_with_the_batched_step7():
+def test_step7_agrees_with_the_plan_helpers():
     # generate_baseline_audio / manipulated_image_to_audio (the plan's helpers) run SSV2A one call at a time;
     # with I_1's own CLIP embedding in slot 0 the manipulated path must give I_1's baseline audio
     cfg = main.default_config()
     main.parse_args(["--smoke", "--DURATION=0.5", "--DDIM_STEPS=2"], cfg)
     models = main.Models(cfg)
-    edited = ROOT / "images" / "edited.jpg"
-    baseline = main.generate_baseline_audio([edited], models, cfg)
-    cls_1 = main.step2_clip_tokens([ROOT / "images" / "original.jpg", edited], models)["cls_1"]
-    manipulated = main.manipulated_image_to_audio(edited, cls_1, models, cfg)
-    assert baseline.shape == (1, 8000) and manipulated.shape == (8000,)
-    np.testing.assert_allclose(manipulated, baseline[0], atol=1e-5)
+    original, edited = ROOT / "images" / "original.jpg", ROOT / "images" / "edited.jpg"
+    baseline = main.generate_baseline_audio([original, edited], models, cfg)
+    tok = main.step2_clip_tokens([original, edited], models)
+    manipulated = main.manipulated_image_to_audio(edited, tok["cls_1"], models, cfg)
+    assert baseline.shape == (2, 8000) and manipulated.shape == (8000,)
+    np.testing.assert_allclose(manipulated, baseline[1], atol=1e-5)
+    # step 7 itself, with I_1's plain CLS as "E_final" and the run's first seed: the same three audios
+    audio, claps, slots, _ = main.step7_audio([original, edited], tok, tok["cls_1"][None], models, cfg,
+                                              seeds=[cfg["SEED"]])
+    assert audio.shape == (1, 3, 8000) and claps.shape == (1, 3, 512) and slots.shape == (3, 64, 768)
+    np.testing.assert_allclose(audio[0, 0], baseline[0], atol=1e-5)
+    np.testing.assert_allclose(audio[0, 1], baseline[1], atol=1e-5)
+    np.testing.assert_allclose(audio[0, 2], baseline[1], atol=1e-5)
