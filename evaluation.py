@@ -46,8 +46,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.checkpoints import (CheckpointError, check_tokenizer, checkpoint_path, hf_model_dir, load_torch_file,
-                               state_dict_problems)
+from model.checkpoints import (CheckpointError, check_tokenizer, checkpoint_path, hf_model_dir,
+                               load_pretrained_strictly, load_torch_file, state_dict_problems)
 from util import get_device
 
 CLAP_DIM = 512                 # joint audio-text embedding width of every LAION-CLAP model
@@ -396,48 +396,31 @@ def _mono_list(audios):
     return waves
 
 
-def verify_ast_folder(folder):
-    """Check a local AST snapshot: config with the 527 AudioSet classes, feature extractor, and the weights'
-    keys and shapes against the architecture the config describes (built on the meta device: no memory)."""
-    from safetensors import safe_open
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-    folder = Path(folder)
+def _read_ast(folder):
+    """(model, feature extractor) of a local AST snapshot, the weights checked key by key against config.json."""
+    from transformers import ASTFeatureExtractor, ASTForAudioClassification
+    model = load_pretrained_strictly(ASTForAudioClassification, folder, "the AST classifier", "ast")
     try:
-        config = ASTConfig.from_pretrained(folder)
-        ASTFeatureExtractor.from_pretrained(folder)
-        with torch.device("meta"):
-            expected = ASTForAudioClassification(config).state_dict()
-        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"the AST classifier in {folder} is unusable ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}); python -m model.checkpoints ast") from err
-    problems = state_dict_problems({k: v.shape for k, v in expected.items()}, _ShapeView(shapes))
-    if problems:
-        raise CheckpointError(f"{folder}/model.safetensors does not fit its config: " + "; ".join(problems))
-    if len(config.id2label) != 527:
-        raise CheckpointError(f"{folder} classifies {len(config.id2label)} classes, not AudioSet's 527")
-    return f"{folder}: AST with {len(shapes)} tensors, {len(config.id2label)} AudioSet classes"
+        feature_extractor = ASTFeatureExtractor.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"the AST feature extractor in {folder} is unusable ({err}); "
+                              "python -m model.checkpoints ast") from err
+    if len(model.config.id2label) != 527:
+        raise CheckpointError(f"{folder} classifies {len(model.config.id2label)} classes, not AudioSet's 527")
+    return model.eval(), feature_extractor
 
 
-class _ShapeView(dict):
-    """name -> shape read from a safetensors header, looking like tensors to state_dict_problems."""
-
-    def __getitem__(self, key):
-        return torch.empty(dict.__getitem__(self, key), device="meta")
+def verify_ast_folder(folder):
+    """Check a local AST snapshot by loading it as load_ast does: weights, config with 527 classes, features."""
+    model, _ = _read_ast(folder)
+    return f"{folder}: AST with {len(model.state_dict())} tensors, {len(model.config.id2label)} AudioSet classes"
 
 
 @functools.lru_cache(maxsize=None)
 def _load_ast(device_str):
-    from transformers import ASTFeatureExtractor, ASTForAudioClassification
     folder = hf_model_dir("ast")
     print(f"Loading the AudioSet classifier {AST_REPO} from {folder} on {device_str}")
-    try:
-        model = ASTForAudioClassification.from_pretrained(folder, use_safetensors=True)
-        feature_extractor = ASTFeatureExtractor.from_pretrained(folder)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot load {AST_REPO} from {folder}: {err}\n"
-                              f"  Fix, on a machine with internet: python -m model.checkpoints ast") from err
+    model, feature_extractor = _read_ast(folder)
     # fp32 on every device: 86 M parameters cost little, and scores are compared in the third decimal
     return AudioClassifier(model.to(device_str).eval(), feature_extractor, device_str, name=AST_REPO)
 

@@ -51,48 +51,45 @@ def check_tokenizer(tokenizer, text_encoder=None, where="the AudioLDM tokenizer"
 AUDIOLDM_COMPONENTS = ("scheduler", "text_encoder", "tokenizer", "unet", "vae", "vocoder")
 
 
-def verify_audioldm_folder(folder):
-    """Check a local AudioLDM snapshot without building it: model_index.json, every component's config, every
-    weight file's safetensors header (a truncated file fails here), and the tokenizer (not silently empty)."""
+def _read_index(folder):
     import json
-    from safetensors import safe_open
-    from transformers import AutoTokenizer
-    folder = Path(folder)
     try:
-        index = json.loads((folder / "model_index.json").read_text())
+        index = json.loads((Path(folder) / "model_index.json").read_text())
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{folder}/model_index.json is missing or not JSON ({err}); "
                               f"python -m model.checkpoints audioldm") from err
     if index.get("_class_name") != "AudioLDMPipeline" or any(c not in index for c in AUDIOLDM_COMPONENTS):
         raise CheckpointError(f"{folder} is not an AudioLDM pipeline: model_index.json names "
                               f"{index.get('_class_name')!r} with components {sorted(k for k in index if k[0] != '_')}")
-    n_tensors = 0
-    for component in ("text_encoder", "unet", "vae", "vocoder"):
-        weights = next((folder / component).glob("*.safetensors"), None)
-        try:
-            json.loads((folder / component / "config.json").read_text())
-            if weights is None:
-                raise FileNotFoundError(f"no .safetensors file in {folder / component}")
-            with safe_open(str(weights), framework="pt") as f:
-                n_tensors += len(list(f.keys()))
-                if weights.stat().st_size < _safetensors_end(weights):
-                    raise ValueError(f"{weights.name} is shorter than its header says (truncated download)")
-        except (OSError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"AudioLDM component {component} in {folder} is unusable: {err}\n"
-                                  f"  Fix: python -m model.checkpoints audioldm") from err
-    check_tokenizer(AutoTokenizer.from_pretrained(folder / "tokenizer"), where=f"the tokenizer in {folder}")
-    return f"{folder}: AudioLDMPipeline, {n_tensors} tensors in 4 safetensors files, tokenizer ok"
+    return index
 
 
-def _safetensors_end(path):
-    """The file size a safetensors file's header promises: 8 + header length + the last tensor's end offset."""
-    import json
-    import struct
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
-    return 8 + n + max(ends, default=0)
+def _load_components(folder, dtype):
+    """AudioLDM's four networks from their safetensors, each checked key by key against its config."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import ClapTextModelWithProjection, SpeechT5HifiGan
+    strict = checkpoints.load_pretrained_strictly
+    return {
+        "vae": strict(AutoencoderKL, folder, "AudioLDM's VAE", "audioldm", subfolder="vae", torch_dtype=dtype),
+        "unet": strict(UNet2DConditionModel, folder, "AudioLDM's UNet", "audioldm", subfolder="unet", torch_dtype=dtype),
+        "text_encoder": strict(ClapTextModelWithProjection, folder, "AudioLDM's CLAP text encoder", "audioldm",
+                               subfolder="text_encoder", dtype=dtype),
+        "vocoder": strict(SpeechT5HifiGan, folder, "AudioLDM's HiFi-GAN vocoder", "audioldm", subfolder="vocoder",
+                          dtype=dtype),
+    }
+
+
+def verify_audioldm_folder(folder):
+    """Check a local AudioLDM snapshot by loading it as load_audioldm does (on the CPU): model_index.json,
+    every network's weights against its config (no key missing, none extra, every shape right), and the
+    tokenizer (not silently empty)."""
+    from transformers import AutoTokenizer
+    _read_index(folder)
+    components = _load_components(folder, torch.float32)
+    check_tokenizer(AutoTokenizer.from_pretrained(Path(folder) / "tokenizer"), components["text_encoder"],
+                    where=f"the tokenizer in {folder}")
+    n = sum(len(m.state_dict()) for m in components.values())
+    return f"{folder}: AudioLDMPipeline, {n} tensors in 4 safetensors files fit their configs, tokenizer ok"
 
 
 @functools.lru_cache(maxsize=None)
@@ -104,10 +101,11 @@ def _load_audioldm(device_str):
     # fp16 halves memory and time on a GPU; CPUs have no fast fp16 kernels
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     print(f"Loading AudioLDM {AUDIOLDM_REPO} from {folder} on {device_str} ({str(dtype).replace('torch.', '')})")
+    _read_index(folder)
     try:
-        # safetensors only: the registry fetches no .bin, and a .bin would be a pickle
-        pipe = AudioLDMPipeline.from_pretrained(folder, dtype=dtype, use_safetensors=True)
-    except (OSError, ValueError, EnvironmentError) as err:
+        # the networks loaded strictly by us; the pipeline reads the tokenizer and the scheduler itself
+        pipe = AudioLDMPipeline.from_pretrained(folder, **_load_components(folder, dtype))
+    except (OSError, ValueError) as err:
         raise CheckpointError(
             f"cannot load {AUDIOLDM_REPO} from {folder}: {str(err).splitlines()[0] if str(err) else err}\n"
             f"  The local copy looks incomplete. Fix, on a machine with internet: python -m model.checkpoints audioldm"

@@ -351,6 +351,35 @@ def state_dict_problems(expected, state):
     return problems
 
 
+# buffers that transformers computes itself: old checkpoints hold them, new ones do not
+DERIVED_BUFFERS = ("position_ids", "token_type_ids")
+
+
+def load_pretrained_strictly(cls, folder, what, name=None, **kwargs):
+    """cls.from_pretrained(folder, **kwargs), refusing a checkpoint that does not fit the config.
+
+    transformers and diffusers both fill weights missing from a checkpoint with random values and only log
+    it; here every missing, unexpected or mis-shaped key (other than DERIVED_BUFFERS) is a CheckpointError
+    that names the first few. Weights are read from safetensors only: a .bin next to them is a pickle.
+    """
+    try:
+        model, info = cls.from_pretrained(folder, output_loading_info=True, use_safetensors=True, **kwargs)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{what} in {folder} cannot be loaded ({type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})\n"
+                              f"{_fix_line(name, folder)}") from err
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = [k if isinstance(k, str) else str(k[0]) for k in (info.get(kind) or [])]
+        keys = sorted(k for k in keys if not k.endswith(DERIVED_BUFFERS))
+        if keys:
+            problems.append(f"{len(keys)} {kind.replace('_keys', '')} key(s): {_first(keys)}")
+    if problems:
+        raise CheckpointError(f"{what} in {folder} does not fit its config.json: " + "; ".join(problems)
+                              + f"\n{_fix_line(name, folder)}")
+    return model
+
+
 def check_tokenizer(tokenizer, name, vocab_size=None, where=None):
     """Raise CheckpointError when a byte-level BPE tokenizer from checkpoint `name` is silently empty.
 
@@ -414,10 +443,12 @@ def status(name):
     try:
         return f"ok       {verify(name)}"
     except CheckpointError as err:
-        first = str(err).splitlines()[0]
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         where = ckpt.hf_repo if ckpt.hf_repo else CHECKPOINT_DIR / ckpt.filename
-        kind = "missing" if ("missing" in first or "not in the local cache" in first) else "bad"
-        return f"{kind:8s} {where}: {first}"
+        absent = lines[0].startswith(f"Checkpoint '{ckpt.filename}'") and "is missing" in lines[0]
+        kind = "missing" if absent or "not in the local cache" in lines[0] else "bad"
+        text = " | ".join(lines)
+        return f"{kind:8s} {where}: {text[:700] + (' ...' if len(text) > 700 else '')}"
 
 
 def main(argv=None):

@@ -1,0 +1,221 @@
+"""The real path a user takes (python main.py, no --smoke) on checkpoints in each publisher's release format.
+
+A temporary checkpoints folder and Hugging Face cache hold tiny random-weight models in the publishers' own
+containers (tests/release_formats.py); the registry is told only their sizes and CLIP's hash. Then the real
+loaders, `python -m model.checkpoints --check` and the real main.py run end to end, offline, on the CPU.
+"""
+import dataclasses
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import evaluation
+import main
+import mask
+import release_formats as rf
+import util
+from model import aldm, detect, pipeline
+from model import checkpoints as ck
+
+ROOT = main.Path(__file__).resolve().parent.parent
+LOADER_CACHES = [util._load_clip, mask._load_sam2, detect._load_yolo, pipeline._load_ssv2a, aldm._load_audioldm,
+                 evaluation._load_clap, evaluation._load_ast]
+
+
+def _clear_loaders():
+    for cache in LOADER_CACHES:
+        cache.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """Every checkpoint of a real run, in its release format, and the registry pointed at them."""
+    import huggingface_hub.constants as hf_constants
+    from transformers import RobertaConfig
+    root = tmp_path_factory.mktemp("release")
+    ckpts, hub, marker = root / "checkpoints", root / "hf" / "hub", root / "pickle_code_ran"
+    ckpts.mkdir()
+    models = {"clip": util.tiny_clip(seed=11), "sam2": mask._tiny_sam2.__wrapped__(12, "cpu"),
+              "yolo": detect.tiny_yolo(seed=13, class_bias=0.0), "ssv2a": pipeline.tiny_ssv2a(seed=14),
+              "aldm": aldm.tiny_audioldm(seed=15), "ast": evaluation.tiny_ast.__wrapped__(seed=16)}
+    rf.clip_torchscript(models["clip"][0], ckpts / "ViT-L-14.pt")
+    rf.sam2_release(models["sam2"].predictor.model, ckpts / "sam2.1_hiera_large.pt")
+    models["yolo"].save(ckpts / "yolov8x-oiv7.pt")
+    config_path = root / "ssv2a_tiny.json"
+    config_path.write_text(json.dumps(pipeline.TINY_SSV2A_CONFIG))
+    rf.ssv2a_release(models["ssv2a"], ckpts / "ssv2a.pth", optimizer=rf.training_optimizer(
+        list(models["ssv2a"].state_dict().values())), epoch=np.int64(37))
+    tokenizer = aldm._tiny_tokenizer()
+    roberta = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                            intermediate_size=37, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                            bos_token_id=0, eos_token_id=2)
+    clap = evaluation.build_clap_model(roberta)   # HTSAT-tiny at its real size, a tiny RoBERTa text branch
+    torch.save(rf.clap_training_checkpoint(clap.state_dict()), ckpts / "630k-audioset-best.pt")
+    models["clap"] = clap
+    # the .bin copies the hub also holds are pickles that would run code: nothing may ever read them
+    rf.audioldm_snapshot(hub, models["aldm"], bin_payload=rf.RunsCode(marker))
+    rf.roberta_snapshot(hub, tokenizer, roberta)
+    rf.ast_snapshot(hub, models["ast"], bin_payload=rf.RunsCode(marker))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ck, "CHECKPOINT_DIR", ckpts)
+        sha = hashlib.sha256((ckpts / "ViT-L-14.pt").read_bytes()).hexdigest()
+        mp.setitem(ck.CHECKPOINTS, "clip", dataclasses.replace(ck.CHECKPOINTS["clip"], sha256=sha, min_bytes=0))
+        for name in ("sam2", "yolo", "ssv2a", "clap"):
+            mp.setitem(ck.CHECKPOINTS, name, dataclasses.replace(ck.CHECKPOINTS[name], min_bytes=0))
+        mp.setattr(mask, "SAM2_CONFIG", mask.TINY_CONFIG)           # the tiny file's architecture
+        mp.setattr(mask, "SAM2_OVERRIDES", mask.TINY_OVERRIDES)
+        mp.setattr(pipeline, "DEFAULT_CONFIG_PATH", config_path)   # the tiny file's SSV2A config
+        mp.setenv("HF_HUB_CACHE", str(hub))
+        mp.setattr(hf_constants, "HF_HUB_CACHE", str(hub))
+        _clear_loaders()
+        yield {"root": root, "ckpts": ckpts, "hub": hub, "marker": marker, "config": config_path, "models": models}
+        _clear_loaders()   # tiny models loaded from tmp files must not outlive these tests
+
+
+def test_release_files_are_in_the_publishers_containers(release):
+    ckpts = release["ckpts"]
+    # CLIP is a TorchScript archive: weights_only refuses it, openai-clip's loader opens it (after our hash check)
+    with pytest.raises(Exception):
+        torch.load(ckpts / "ViT-L-14.pt", weights_only=True)
+    assert set(torch.load(ckpts / "sam2.1_hiera_large.pt", weights_only=True)) == {"model"}
+    ssv2a = torch.load(ckpts / "ssv2a.pth", weights_only=False)
+    assert set(ssv2a) == {"timestamp", "manifold_state", "generator_state", "remixer_state", "optimizer", "epoch"}
+    with pytest.raises(Exception, match="numpy"):   # the numpy scalars plain weights_only refuses
+        torch.load(ckpts / "630k-audioset-best.pt", weights_only=True)
+    clap = torch.load(ckpts / "630k-audioset-best.pt", weights_only=False)
+    assert set(clap) == {"epoch", "name", "state_dict", "optimizer"}
+    assert all(k.startswith("module.") for k in clap["state_dict"])
+    assert isinstance(clap["optimizer"]["param_groups"][0]["lr"], np.float64)
+    audioldm = release["hub"] / "models--cvssp--audioldm-s-full-v2"
+    assert (audioldm / "refs" / "main").read_text() == rf.COMMIT
+    index = json.loads((audioldm / "snapshots" / rf.COMMIT / "model_index.json").read_text())
+    assert index["_diffusers_version"] == "0.15.0.dev0" and index["tokenizer"] == ["transformers", "RobertaTokenizerFast"]
+
+
+def test_check_opens_every_release_file_and_reports_ok(release, capsys):
+    assert ck.main(["--check"]) == 0
+    out = capsys.readouterr().out
+    lines = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert len(lines) == len(ck.CHECKPOINTS) and all(line.startswith("ok") for line in lines), out
+    assert "SHA-256 matches" in out and "fits" in out and "AudioLDMPipeline" in out and "527 AudioSet classes" in out
+    assert "ignored entries: epoch, optimizer" in out                         # the SSV2A file's extras
+    assert "ignored entries: epoch, name, optimizer" in out                   # CLAP's training state
+    assert not release["marker"].exists()
+
+
+@pytest.fixture(scope="module")
+def real_run(release, tmp_path_factory):
+    out = tmp_path_factory.mktemp("real_outputs")
+    args = [f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}",
+            f"--CHECKPOINT_PATH={release['ckpts'] / 'ssv2a.pth'}", "--DEVICE=cpu", "--CYCLE_ITS=2",
+            "--CYCLE_SAMPLES=4", "--VAR_SAMPLES=4", "--DURATION=2.0", "--DDIM_STEPS=3", "--EVAL_SEEDS=2"]
+    code = main.main(args)
+    (run_dir,) = out.iterdir()
+    return code, run_dir
+
+
+def test_the_real_main_path_runs_end_to_end_on_release_files(release, real_run, capsys):
+    code, run_dir = real_run
+    assert code == 0
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["smoke"] is False and not run_dir.name.endswith("_smoke")
+    assert set(record["model_load_s"]) == set(main.Models.NAMES)
+    assert {"results.json", "scores.png", "manipulated.wav", "manipulated_seed43.wav"} <= set(record["outputs"])
+    assert not release["marker"].exists(), "a pickle in the snapshot was unpickled"
+
+
+def test_the_real_run_used_the_weights_of_the_release_files(release, real_run):
+    """Not just 'it ran': each step's output is what the tiny models written to the files give."""
+    _, run_dir = real_run
+    e = torch.load(run_dir / "embeddings.pt", weights_only=True)
+    images = [ROOT / "images" / "original.jpg", ROOT / "images" / "edited.jpg"]
+    # CLIP: the TorchScript file's (fp16) weights
+    clip_model, preprocess = release["models"]["clip"]
+    from clip.model import convert_weights
+    clip16 = util.tiny_clip(seed=11)[0]
+    convert_weights(clip16)                     # OpenAI's fp16 rounding of the same weights
+    clip16 = clip16.float()
+    x = torch.stack([preprocess(util.load_image_rgb(p)) for p in images])
+    with torch.no_grad():
+        cls = torch.nn.functional.normalize(clip16.encode_image(x).float(), dim=-1)
+    torch.testing.assert_close(e["cls_0"], cls[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(e["cls_1"], cls[1], atol=1e-5, rtol=0)
+    # SAM2: the {"model": ...} file's weights give the saved mask
+    seg = release["models"]["sam2"]
+    seg.set_image(images[0])
+    m, _ = seg.predict([[448, 330]], [1])
+    assert torch.equal(e["M_neg"][0], torch.from_numpy(m[0] > 0.5))
+    # the AST classifier: the safetensors weights score the saved audio as results.json says
+    results = json.loads((run_dir / "results.json").read_text())
+    audio, sr = sf.read(run_dir / "baseline_original.wav", dtype="float32")
+    probs = release["models"]["ast"].class_probabilities([audio], sr)[0]
+    labels = release["models"]["ast"].labels
+    expected = max(probs[labels.index(c)] for c in main.AUDIO_CLASSES["cat"])
+    assert results["scores"]["classifier"]["per_seed"]["cat"]["baseline_original"][0] == pytest.approx(expected, abs=2e-3)
+    assert results["scores"]["clap"]["name"] == "laion-clap 630k-audioset-best.pt"
+
+
+@pytest.mark.parametrize("name, damage, says", [
+    ("clip", "garbage", "SHA-256 does not match"),
+    ("sam2", "garbage", "not a complete zip archive"),
+    ("sam2", "bare_state_dict", "sam2 reads {'model': state_dict}"),
+    ("sam2", "missing_keys", "missing key(s)"),
+    ("yolo", "garbage", "not a complete zip archive"),
+    ("yolo", "pickled_code", "unsupported global"),
+    ("clap", "truncated", "not a complete zip archive"),
+    ("clap", "pickled_code", "unsupported global posix.system"),
+    ("ssv2a", "missing_keys", "missing key(s)"),
+])
+def test_check_reports_a_damaged_or_wrong_format_file(release, tmp_path, monkeypatch, name, damage, says):
+    """--check is not 'the file exists': each damage gets a one-line 'bad' naming what is wrong."""
+    bad = tmp_path / "checkpoints"
+    shutil.copytree(release["ckpts"], bad)
+    monkeypatch.setattr(ck, "CHECKPOINT_DIR", bad)
+    path = bad / ck.CHECKPOINTS[name].filename
+    size = path.stat().st_size
+    if damage == "garbage":
+        path.write_bytes(np.random.default_rng(0).bytes(size))      # a full-size file of noise
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:size // 2])
+    elif damage == "bare_state_dict":
+        torch.save(torch.load(path, weights_only=True)["model"], path)
+    elif damage == "missing_keys" and name == "sam2":
+        state = torch.load(path, weights_only=True)
+        state["model"] = {k: v for i, (k, v) in enumerate(state["model"].items()) if i % 3}
+        torch.save(state, path)
+    elif damage == "missing_keys":
+        state = torch.load(path, weights_only=False)
+        state["remixer_state"] = {k: v for k, v in state["remixer_state"].items() if "esa" not in k}
+        torch.save(state, path)
+    elif damage == "pickled_code" and name == "yolo":
+        torch.save({"model": rf.RunsCode(tmp_path / "ran"), "train_args": {}}, path)
+    elif damage == "pickled_code":
+        state = torch.load(path, weights_only=False)
+        state["optimizer"]["param_groups"][0]["lr"] = rf.RunsCode(tmp_path / "ran")
+        torch.save(state, path)
+    line = ck.status(name)
+    assert line.startswith("bad") and says in line, line
+    assert len(line) < 1000, f"the message must stay short ({len(line)} characters)"
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_damaged_checkpoint_stops_main_before_any_work_or_folder(release, tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "checkpoints"
+    shutil.copytree(release["ckpts"], bad)
+    monkeypatch.setattr(ck, "CHECKPOINT_DIR", bad)
+    (bad / "630k-audioset-best.pt").write_bytes(b"\0" * 4096)
+    _clear_loaders()
+    out = tmp_path / "outputs"
+    code = main.main([f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}",
+                      f"--CHECKPOINT_PATH={release['ckpts'] / 'ssv2a.pth'}", "--DEVICE=cpu"])
+    _clear_loaders()
+    captured = capsys.readouterr()
+    assert code == 2 and "LAION-CLAP checkpoint" in captured.err and "not a readable PyTorch checkpoint" in captured.err
+    assert "STEP 1" not in captured.out          # no SAM2 mask, no audio before the failure
+    assert not out.exists()
