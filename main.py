@@ -123,6 +123,8 @@ def coerce(name, text, default):
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         value = text   # a bare word: a string (paths, names)
+        if isinstance(default, float) and text.strip().lower() in ("inf", "+inf", "-inf", "infinity", "nan"):
+            value = float(text)   # a number, so that the range check can say what is wrong with it
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, float):

@@ -106,6 +106,96 @@ def test_point_outside_the_image_and_missing_image(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []   # no run folder for a run that never started
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--SVD_K=0"], "SVD_K=0 is out of range: it must be a whole number >= 1"),
+    (["--SVD_ALPHA=-0.1"], "SVD_ALPHA=-0.1 is out of range: it must be a number >= 0"),
+    (["--MIX_ALPHA=0", "--MIX_BETA=0", "--MIX_GAMMA=0", "--MIX_DIRECT=0"], "are all 0: give at least one"),
+    (["--MIX_BETA=-0.4"], "MIX_BETA=-0.4 is out of range: it must be a weight >= 0"),
+    (["--DURATION=0"], "DURATION=0.0 is out of range: it must be seconds in (0, 60]"),
+    (["--DURATION=inf"], "DURATION=inf is out of range"),
+    (["--DDIM_STEPS=0"], "DDIM_STEPS=0 is out of range: it must be a whole number in 1-1000"),
+    (["--CYCLE_ITS=-1"], "CYCLE_ITS=-1 is out of range: it must be a whole number >= 0"),
+    (["--SEED=-1"], "SEED=-1 is out of range: it must be a whole number in 0-4294967295"),
+    (["--EVAL_SEEDS=0"], "EVAL_SEEDS=0 is out of range"),
+    (["--SAMPLER=euler"], "SAMPLER='euler' is not a sampler: it must be one of ddim, dpmpp-2m, dpmpp-2m-sde"),
+    (["--RUN_NAME=" + "r" * 300], "RUN_NAME is 300 characters long: it becomes a folder name, at most 80"),
+    (["--SAM2_PROMPTS={'" + "c" * 300 + "': {}, 'dog': {}}"], "is 300 characters long: names become file names"),
+    (["--SWEEP={'SVD_K': [1, 5]}"], "--SWEEP=... is only read by a sweep: add --sweep"),
+    (["--sweep", "SVD_K=1,0"], "sweep setting SVD_K-0: SVD_K=0 is out of range"),
+    (["--TEXT_PROMPT=a photo"], "has no '{}' where the object's name goes"),
+])
+def test_every_bad_setting_is_one_line_before_any_model_loads(args, says, tmp_path, capsys):
+    out = tmp_path / "outputs"
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out}", *args]) == 2
+    captured = capsys.readouterr()
+    assert says in captured.err, captured.err
+    assert "Traceback" not in captured.err and "Loading every model" not in captured.out
+    assert not out.exists()                                   # no run folder for a run that never started
+
+
+def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "outputs").write_text("not a folder")
+    assert main.main(["--smoke", f"--OUTPUT_DIR={tmp_path / 'outputs'}"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_point_outside_clips_centre_square_is_refused_before_any_model(tmp_path, capsys):
+    from PIL import Image
+    Image.new("RGB", (900, 300), (90, 120, 40)).save(tmp_path / "wide.png")   # CLIP sees x in [300, 600)
+    out = tmp_path / "outputs"
+    code = main.main(["--smoke", f"--OUTPUT_DIR={out}", f"--ORIGINAL={tmp_path / 'wide.png'}",
+                      "--SAM2_PROMPTS={'cat': {'x': 50, 'y': 150}, 'astronaut': {'x': [410], 'y': [130]}}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "outside the centre square that CLIP sees of wide.png (900 x 300: x in [300, 600)" in err
+    assert not out.exists()
+
+
+def test_object_names_with_paths_never_write_outside_the_run_folder(tmp_path):
+    out = tmp_path / "deep" / "outputs"
+    before = {p for p in tmp_path.rglob("*")}
+    prompts = "{'a/../../../x': {'x': [448], 'y': [330]}, '/etc/Kätzchen 猫': {'x': [410], 'y': [130]}}"
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out}", f"--SAM2_PROMPTS={prompts}", "--EVAL_SEEDS=1",
+                      "--KEPT_SOURCES=[]", "--AUDIO_CLASSES={}"]) == 0
+    (run_dir,) = out.iterdir()
+    assert run_dir.name.endswith("_a-x-to-etc-Katzchen_smoke")
+    made = {p for p in tmp_path.rglob("*")} - before
+    assert all(p == out or p == out.parent or run_dir in p.parents or p == run_dir for p in made), made
+    assert {"mask_remove_a-x.png", "mask_add_etc-Katzchen.png"} <= {p.name for p in run_dir.iterdir()}
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["removed"] == "a/../../../x" and record["status"] == "finished"   # the name itself is kept
+
+
+def test_a_failing_run_says_so_in_run_json_and_keeps_what_it_made(tmp_path, monkeypatch, capsys):
+    import evaluation
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the classifier fell over")
+    monkeypatch.setattr(evaluation, "evaluate_run", broken)
+    out = tmp_path / "outputs"
+    with pytest.raises(RuntimeError, match="fell over"):
+        main.main(["--smoke", f"--OUTPUT_DIR={out}", "--EVAL_SEEDS=2"])
+    (run_dir,) = out.iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: the classifier fell over"
+    assert "fell over" in record["traceback"] and "ended" in record
+    made = {"baseline_original.wav", "manipulated_seed43.wav", "embeddings.pt", "mask_remove_cat.png"}
+    assert made <= set(record["outputs"]) and made <= {p.name for p in run_dir.iterdir()}
+    assert record["timings_s"]["step7_audio"] > 0 and record["svd"]["boost"]["k_effective"] == 5
+
+
+def test_an_interrupted_run_says_so_in_run_json(tmp_path, monkeypatch, capsys):
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(main, "step5_svd", ctrl_c)
+    out = tmp_path / "outputs"
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out}"]) == 130
+    assert "Interrupted" in capsys.readouterr().err
+    (run_dir,) = out.iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "interrupted" and "mask_remove_cat.png" in record["outputs"]
+    assert "step1_masks" in record["timings_s"]
+
+
 def test_missing_checkpoints_are_all_listed_before_any_work(tmp_path, monkeypatch, capsys):
     import huggingface_hub.constants
     from model import checkpoints

@@ -5,6 +5,7 @@ preprocess transform and encode_image. Models are random-weight openai-clip CLIP
 """
 import functools
 import json
+import re
 import warnings
 
 import numpy as np
@@ -418,6 +419,22 @@ def test_mix_embeddings_formula_and_warnings(tokens):
                        util.mix_embeddings(torch.zeros(768), boost, suppress, bg, 0.0, 0.5, 0.2, 0.3))
 
 
+def test_each_mixing_weight_scales_its_own_embedding(tokens):
+    """The pipeline's step 6 argument order: a weight of 1 alone gives back exactly its embedding."""
+    normal, boost, suppress, bg = tokens[:4]
+    names = ["w_direct", "w_boost", "w_suppress", "w_bg"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, emb in zip(names, (normal, boost, suppress, bg)):
+            weights = {n: float(n == name) for n in names}
+            assert (util.mix_embeddings(normal, boost, suppress, bg, **weights) - F.normalize(emb, dim=0)).abs().max() <= TOL
+    # scaling every weight alike changes nothing (the result is L2-normalised)
+    a = util.mix_embeddings(normal, boost, suppress, bg, 0.4, 0.4, 0.1, 0.1)
+    with pytest.warns(UserWarning, match="sum to 2"):
+        b = util.mix_embeddings(normal, boost, suppress, bg, 0.8, 0.8, 0.2, 0.2)
+    assert (a - b).abs().max() <= TOL
+
+
 def test_mix_embeddings_errors(tokens):
     normal, boost, suppress, bg = tokens[:4]
     bad = boost.clone()
@@ -589,6 +606,86 @@ def test_load_image_rgb_errors(tmp_path):
         util.load_image_rgb(not_image)
     with pytest.raises(TypeError):
         util.load_image_rgb(np.zeros((4, 4, 3)))
+
+
+def _png_header_only(path, width, height):
+    """A PNG whose header claims width x height (no pixel data): what PIL's open reads before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_big_images_are_read_at_the_working_size_with_points_in_file_pixels(tmp_path):
+    # 6000 x 3000: JPEG decoded at 1/2 by libjpeg, then resized to 2048 x 1024; the size users see stays 6000
+    rng = np.random.default_rng(0)
+    small = (rng.random((30, 60, 3)) * 255).astype(np.uint8)
+    big = Image.fromarray(small).resize((6000, 3000), Image.Resampling.NEAREST)
+    big.save(tmp_path / "big.jpg", quality=90)
+    rgb, original = util.open_image(tmp_path / "big.jpg")
+    assert original == (6000, 3000) and rgb.size == (2048, 1024) == util.working_size(original)
+    assert util.image_size(tmp_path / "big.jpg") == (6000, 3000)
+    info = util.inspect_image(tmp_path / "big.jpg")
+    assert info["size"] == (6000, 3000) and info["working_size"] == (2048, 1024)
+    assert any("every model reads it at 2048 x 1024" in w for w in info["warnings"])
+    # the same picture as a model reads it: close to resizing the file ourselves
+    direct = np.asarray(Image.open(tmp_path / "big.jpg").convert("RGB").resize((2048, 1024), Image.Resampling.LANCZOS))
+    assert np.abs(np.asarray(rgb).astype(int) - direct.astype(int)).mean() < 3
+    # small images are untouched
+    Image.fromarray(small).save(tmp_path / "small.png")
+    assert util.open_image(tmp_path / "small.png")[0].size == (60, 30)
+
+
+def test_images_that_cannot_be_opened_safely_are_clear_errors(tmp_path):
+    bomb = _png_header_only(tmp_path / "huge.png", 14000, 14000)
+    with pytest.raises(ValueError, match=r"huge.png is 14000 x 14000 pixels \(196 MP\): more than PIL decodes safely"):
+        util.inspect_image(bomb)
+    with pytest.raises(ValueError, match="decompression bombs"):
+        util.load_image_rgb(bomb)
+    Image.new("RGB", (20000, 2)).save(tmp_path / "strip.png")
+    with pytest.raises(ValueError, match=r"strip.png is 20000 x 2 pixels: each side needs at least 32 px"):
+        util.inspect_image(tmp_path / "strip.png")
+    Image.new("RGB", (2000, 100)).save(tmp_path / "wide.png")
+    with pytest.raises(ValueError, match="aspect ratio of 20:1"):
+        util.inspect_image(tmp_path / "wide.png")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "strip.png").read_bytes()[:40])
+    with pytest.raises(ValueError, match="cut.jpg"):
+        util.inspect_image(tmp_path / "cut.jpg")
+
+
+def test_transparent_and_wide_images_are_warned_about(tmp_path):
+    Image.new("RGBA", (64, 64), (10, 20, 30, 0)).save(tmp_path / "clear.png")
+    notes = util.inspect_image(tmp_path / "clear.png")["warnings"]
+    assert any("fully transparent" in n and "plain white" in n for n in notes)
+    assert (np.asarray(util.load_image_rgb(tmp_path / "clear.png")) == 255).all()
+    half = np.zeros((64, 64, 4), np.uint8)
+    half[:, :32, 3] = 255
+    Image.fromarray(half, "RGBA").save(tmp_path / "half.png")
+    assert not util.inspect_image(tmp_path / "half.png")["warnings"]
+    Image.new("RGB", (300, 100)).save(tmp_path / "wide.png")
+    assert any("CLIP sees only its centre (100-200 x 0-100 px)" in n
+               for n in util.inspect_image(tmp_path / "wide.png")["warnings"])
+    assert util.clip_view_box((300, 100)) == (100, 0, 200, 100)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("cat", "cat"), ("sea lion", "sea-lion"), ("a/../../../x", "a-x"), ("/etc/passwd", "etc-passwd"),
+    ("..", None), ("../..", None), (".hidden", "hidden"), ("C:\\Windows\\system32", "C-Windows-system32"),
+    ("Kätzchen", "Katzchen"), ("猫", None), ("a\x00b\nc", "a-b-c"), ("SVD_K-1_MIX_BETA-0.3", "SVD_K-1_MIX_BETA-0.3"),
+    ("x" * 300, None),
+])
+def test_safe_name_never_leaves_its_folder(text, expected, tmp_path):
+    name = util.safe_name(text)
+    if expected is not None:
+        assert name == expected
+    assert name and len(name) <= 40 and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", name) and ".." not in name
+    assert (tmp_path / name).resolve().parent == tmp_path.resolve()
+    if text in ("猫", "..", "x" * 300):
+        assert name != util.safe_name(text + "!")    # nothing-left and over-long names keep a hash of the original
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
