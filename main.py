@@ -222,7 +222,8 @@ SETTING_RULES = {
     "CYCLE_SAMPLES": ("int", 1, 100_000, "a whole number >= 1 (typical 1-128)"),
     "VAR_SAMPLES": ("int", 1, 100_000, "a whole number >= 1 (typical 1-128)"),
     "DURATION": ("float", 0.01, 60.0, "seconds in (0, 60] (typical 2.5-20; AudioLDM was trained on 10 s)"),
-    "DDIM_STEPS": ("int", 1, 1000, "a whole number in 1-1000 (the model has 1000 noise levels; typical 50-400)"),
+    # AudioLDM's 1000 noise levels with a timestep offset of 1: DDIM with 1000 steps would ask for level 1000
+    "DDIM_STEPS": ("int", 1, 999, "a whole number in 1-999 (typical 50-400 for ddim, 20-50 for dpmpp)"),
     "GUIDANCE": ("float", 1.0, 20.0, "a number in [1, 20] (1 = no classifier-free guidance; typical 1-5)"),
     "AUDIO_BATCH": ("int", 1, 1024, "a whole number >= 1 (typical 1-32)"),
     "SEED": ("int", 0, 2**32 - 1, "a whole number in 0-4294967295"),
@@ -938,7 +939,9 @@ def main_pipeline(cfg, models, run_dir, images, prompts, record):
                     "patches_1": tok["patches_1"], "M_neg": M_neg.bool(), "M_pos": M_pos.bool(), "m_neg": m_neg,
                     "m_pos": m_pos, "emb_bg": emb_bg, "emb_suppress": emb_suppress, "emb_boost": emb_boost,
                     "emb_final": emb_final, "slots": slots, "claps": claps, "seeds": torch.tensor(seeds),
-                    "audio_rows": list(AUDIO_NAMES)},
+                    "audio_rows": list(AUDIO_NAMES),
+                    "boxes": [torch.tensor([d.box for d in dets], dtype=torch.float64).reshape(-1, 4)
+                              for dets in detections]},
                    run_dir / "embeddings.pt")
         record.update(detections=detection_record(detections), audio_seconds=cfg["DURATION"], sample_rate=sr,
                       seeds=seeds, wavs=wavs, e_final_reach=reach, timings_s=timer.seconds)

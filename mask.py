@@ -371,7 +371,7 @@ def score_proposals(crops, prompts, clip_model, preprocess):
     from util import clip_image_embeddings
     image_embs = clip_image_embeddings(crops, model=clip_model, preprocess=preprocess)     # [N, D], unit norm
     text_embs = text_embeddings(prompts, clip_model)
-    scale = float(clip_model.logit_scale.exp())
+    scale = float(clip_model.logit_scale.detach().exp())
     return torch.softmax(scale * image_embs @ text_embs.T, dim=-1)
 
 
@@ -405,7 +405,7 @@ def segment_by_text(image, name, text=None, other_names=(), predictor=None, clip
     prompts = [text] + [prompt_template.format(o) for o in other_names if o != name] + list(BACKGROUND_PROMPTS)
     prompts = list(dict.fromkeys(prompts))
     records = propose_masks(image, predictor, **options) if proposals is None else list(proposals)
-    records = records[:MAX_PROPOSALS]
+    records = [r for r in records if r["area"] > 0][:MAX_PROPOSALS]   # an empty proposal is no object
     where = Path(image).name if isinstance(image, (str, Path)) else "the image"
     if not records:
         raise NoMatchError(f"SAM2 proposed no mask in {where}, so '{name}' cannot be found by name. Give it SAM2 "

@@ -5,11 +5,17 @@
     python verify_masks.py --image images/original.jpg --interactive --name cat        # click on the image
     python verify_masks.py                                                             # asks for everything
     python verify_masks.py --smoke --x 10 --y 10    # tiny random-weight SAM2: checks the tool, not the mask
+    python verify_masks.py --image images/original.jpg --text cat --other astronaut   # find it by name
 
 Interactive: left click = a point on the object (label 1), right click = a point not on it (label 0); the mask
 redraws after every click; 'u' undoes the last point, 'c' clears them, Enter or 'q' finishes. Without a
 display it asks for typed points instead. Each figure goes to a new file in outputs/masks/ (nothing is
 overwritten) and the line to paste into SAM2_PROMPTS is printed at the end.
+
+--text NAME finds the object by its name instead (SAM2's automatic proposals ranked by CLIP, as main.py does
+for an entry without points): the figure shows the chosen mask and the next best proposals with their
+scores, and the printed line is '"NAME": {},'. With --interactive as well, clicks then correct it: the
+clicked points replace the name search.
 """
 import argparse
 import json
@@ -20,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mask import _segmenter, check_points_inside, get_mask, load_sam2_predictor, save_mask_figure, tiny_sam2_predictor
+from mask import (TINY_PROPOSAL_OPTIONS, NoMatchError, _segmenter, check_points_inside, get_mask, load_sam2_predictor,
+                  save_mask_figure, save_proposals_figure, segment_by_text, tiny_sam2_predictor)
 from util import image_size, open_image, safe_name
 
 DEFAULT_IMAGE = "images/original.jpg"   # main.py's default I_0
@@ -68,6 +75,48 @@ def save_unique_figure(image, mask, out_dir, points, labels, title=None, stem=No
         except FileExistsError:   # someone took the name between the check and the write
             continue
     raise RuntimeError(f"could not find a new file name for {base}.png in {out_dir}")
+
+
+def unique_path(out_dir, base):
+    """A new file name out_dir/base[_i].png: never an existing one."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(10000):
+        path = out_dir / (base + (f"_{i}" if i else "") + ".png")
+        if not path.exists():
+            return path
+    raise RuntimeError(f"could not find a new file name for {base}.png in {out_dir}")
+
+
+def find_by_name(image_path, name, text=None, other_names=(), predictor=None, clip=None, out_dir=DEFAULT_OUT,
+                 min_score=0.3, union=False, smoke=False, title=None):
+    """The text path of main.py on one image: (mask, info, figure path). Prints the chosen proposal, the next
+    best ones and the SAM2_PROMPTS line; NoMatchError (with what to try) when no proposal fits the name."""
+    from util import load_clip, tiny_clip
+    clip_model, preprocess = clip if clip is not None else (tiny_clip() if smoke else load_clip())
+    options = TINY_PROPOSAL_OPTIONS if smoke else {}
+    mask, info = segment_by_text(image_path, name, text=text, other_names=other_names, predictor=predictor,
+                                 clip_model=clip_model, preprocess=preprocess, min_score=min_score, union=union,
+                                 **options)
+    stem = safe_name(Path(image_path).stem if isinstance(image_path, (str, Path)) else "image")
+    path = unique_path(out_dir, f"{stem}_text-{safe_name(name)}_{datetime.now():%Y%m%d-%H%M%S}")
+    save_proposals_figure(image_path, mask, info, path=path, title=title or f"{image_path}: '{info['text']}'")
+    print(f"CLIP prompt {info['text']!r} against {len(info['prompts']) - 1} others; {len(info['candidates'])} SAM2 "
+          f"proposals scored")
+    for rank, c in enumerate(info["candidates"][:5], start=1):
+        chosen = " <- chosen" if c["index"] in info["chosen"] else ""
+        print(f"  {rank}. proposal #{c['index']}: P = {c['p_object']:.3f}, box {c['bbox_xywh']} (x, y, w, h), "
+              f"{c['area_fraction']:.1%} of the image, best prompt {c['best_prompt']!r}{chosen}")
+    return mask, info, path
+
+
+def text_prompt_line(name, text=None, union=False, template="a photo of a {}"):
+    entry = {}
+    if text and text != template.format(name):
+        entry["text"] = text
+    if union:
+        entry["union"] = True
+    return f"{json.dumps(str(name))}: {json.dumps(entry)},"
 
 
 def visualize_point_and_mask(image_path, x, y, labels=1, predictor=None, save_path=None, title=None):
@@ -119,7 +168,7 @@ class ClickSession:
     operations for typed input. With an axes attached the overlay and stars are redrawn after each change.
     """
 
-    def __init__(self, image, predictor=None, ax=None, on_finish=None):
+    def __init__(self, image, predictor=None, ax=None, on_finish=None, initial_mask=None):
         # shown at the working size; points are kept (and printed) in the file's own pixels
         self.image, self.original_size = open_image(image)
         self.scale = self.image.width / self.original_size[0]
@@ -128,7 +177,8 @@ class ClickSession:
         self.source = image                 # what SAM2 encodes: the path (scaled like every model reads it)
         self.seg = _segmenter(predictor)
         self.points, self.labels = [], []   # [[x, y], ...] integer pixels; 1 / 0 per point
-        self.mask = None                    # float32 [H, W] for the current points, None without points
+        self.initial_mask = initial_mask    # shown until the first point (e.g. the mask found by name)
+        self.mask = initial_mask            # float32 [H, W] for the current points
         self.finished = False
         self.on_finish = on_finish
         self.ax = None
@@ -152,7 +202,7 @@ class ClickSession:
             masks, _ = self.seg.predict(self.points, self.labels, multimask_output=False)
             self.mask = masks[0]
         else:
-            self.mask = None
+            self.mask = self.initial_mask
         self._redraw()
 
     # operations ---------------------------------------------------------------
@@ -308,7 +358,7 @@ def _typed_points(session, name, out_dir, title):
         print(f"  so far: {session.prompt_line(name)}")
 
 
-def interactive_mode(image_path=None, predictor=None, name=None, out_dir=DEFAULT_OUT, title=None):
+def interactive_mode(image_path=None, predictor=None, name=None, out_dir=DEFAULT_OUT, title=None, initial_mask=None):
     """Pick points on an image until the mask looks right; prints the SAM2_PROMPTS line to paste.
 
     With a display: a matplotlib window to click in. Without one: typed 'x y [label]' lines (via input()),
@@ -328,7 +378,7 @@ def interactive_mode(image_path=None, predictor=None, name=None, out_dir=DEFAULT
             print(f"  image not found: {answer} (relative to {Path.cwd()})")
 
     print(f"Encoding {image_path} with SAM2 ...")
-    session = ClickSession(image_path, predictor)
+    session = ClickSession(image_path, predictor, initial_mask=initial_mask)
     title = title or str(image_path)
     has_display, why_not = display_available()
     if has_display:
@@ -355,6 +405,8 @@ def interactive_mode(image_path=None, predictor=None, name=None, out_dir=DEFAULT
 # command line
 
 def main(argv=None):
+    import warnings
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     parser = argparse.ArgumentParser(description="Check SAM2 point prompts and print the SAM2_PROMPTS line.")
     parser.add_argument("--image", help=f"image to segment (default {DEFAULT_IMAGE}; asked for in interactive mode)")
     parser.add_argument("--x", type=float, nargs="+", help="x pixel(s) from the left edge, one per point")
@@ -365,6 +417,16 @@ def main(argv=None):
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the figures (default {DEFAULT_OUT})")
     parser.add_argument("--device", default=None, help="cuda, cpu, mps (default: cuda -> mps -> cpu)")
     parser.add_argument("--interactive", action="store_true", help="click (or type) points and watch the mask")
+    parser.add_argument("--text", metavar="NAME", help="find the object by its name (SAM2 proposals ranked by CLIP) "
+                                                       "instead of points; NAME is also the printed key")
+    parser.add_argument("--prompt", default=None, help="the CLIP wording for --text (default 'a photo of a NAME')")
+    parser.add_argument("--other", nargs="*", default=[], help="--text: the pair's other object name(s), which a "
+                                                               "proposal may be instead")
+    parser.add_argument("--union", action="store_true", help="--text: the union of every proposal CLIP takes for "
+                                                             "the object (objects SAM2 splits into parts)")
+    parser.add_argument("--min-score", type=float, default=None,
+                        help="--text: the CLIP probability a proposal needs (default 0.3; 0 with --smoke, whose "
+                             "random CLIP finds nothing likely)")
     parser.add_argument("--smoke", action="store_true", help="tiny random-weight SAM2: no checkpoint needed, "
                                                              "the mask is meaningless")
     args = parser.parse_args(argv)
@@ -373,7 +435,9 @@ def main(argv=None):
         print(f"error: {message}", file=sys.stderr)
         return code
 
-    interactive = args.interactive or (args.x is None and args.y is None)
+    if args.text is not None and (args.x or args.y):
+        return fail("--text finds the object by name; give either --text or --x/--y points")
+    interactive = args.interactive or (args.x is None and args.y is None and args.text is None)
     xs, ys, labels = args.x or [], args.y or [], args.labels
     if not interactive:
         if len(xs) != len(ys):
@@ -384,7 +448,7 @@ def main(argv=None):
             return fail(f"--labels must be 1 (on the object) or 0 (not on it), got {labels}")
         labels = labels * len(xs) if len(labels) == 1 else labels
 
-    image = args.image if args.image is not None else (None if interactive else DEFAULT_IMAGE)
+    image = args.image if args.image is not None else (None if interactive and not args.text else DEFAULT_IMAGE)
     if image is not None:   # check the image and the points before loading SAM2, which takes a while
         try:
             size = image_size(image)
@@ -407,6 +471,35 @@ def main(argv=None):
     except RuntimeError as err:   # e.g. --device cuda on a machine without CUDA
         return fail(err, 1)
     title = f"{image} (RANDOM-WEIGHT SAM2, --smoke)" if args.smoke else None
+
+    if args.text is not None:
+        name = args.text if args.name == DEFAULT_NAME else args.name
+        print(f"Finding '{args.text}' in {image} by name ...")
+        try:
+            text_mask, info, path = find_by_name(image, args.text, text=args.prompt, other_names=args.other,
+                                                 predictor=predictor, out_dir=args.out,
+                                                 min_score=args.min_score if args.min_score is not None
+                                                 else (0.0 if args.smoke else 0.3),
+                                                 union=args.union, smoke=args.smoke, title=title)
+        except NoMatchError as err:
+            return fail(err, 1)
+        print(f"Figure (chosen mask and the next best proposals): {path}")
+        print(f"Mask area: {describe_mask(text_mask)}")
+        if not interactive:
+            print("Paste into SAM2_PROMPTS in main.py (first entry = object to remove in I_0, second = object to add "
+                  "in I_1):")
+            print(f"    {text_prompt_line(name, info['text'], args.union)}")
+            if args.smoke:
+                print(SMOKE_WARNING)
+            return 0
+        print("Now click to correct it: the points you place replace the name search.")
+        session = interactive_mode(image, predictor, name=name, out_dir=args.out, title=title, initial_mask=text_mask)
+        if session is not None and not session.points:
+            print("No points placed; the name search stands:")
+            print(f"    {text_prompt_line(name, info['text'], args.union)}")
+        if args.smoke:
+            print(SMOKE_WARNING)
+        return 0
 
     if interactive:
         if xs:

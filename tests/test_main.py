@@ -113,7 +113,8 @@ def test_point_outside_the_image_and_missing_image(tmp_path, capsys):
     (["--MIX_BETA=-0.4"], "MIX_BETA=-0.4 is out of range: it must be a weight >= 0"),
     (["--DURATION=0"], "DURATION=0.0 is out of range: it must be seconds in (0, 60]"),
     (["--DURATION=inf"], "DURATION=inf is out of range"),
-    (["--DDIM_STEPS=0"], "DDIM_STEPS=0 is out of range: it must be a whole number in 1-1000"),
+    (["--DDIM_STEPS=0"], "DDIM_STEPS=0 is out of range: it must be a whole number in 1-999"),
+    (["--DDIM_STEPS=1000"], "DDIM_STEPS=1000 is out of range"),
     (["--CYCLE_ITS=-1"], "CYCLE_ITS=-1 is out of range: it must be a whole number >= 0"),
     (["--SEED=-1"], "SEED=-1 is out of range: it must be a whole number in 0-4294967295"),
     (["--EVAL_SEEDS=0"], "EVAL_SEEDS=0 is out of range"),
@@ -434,3 +435,34 @@ def test_step7_agrees_with_the_plan_helpers():
     np.testing.assert_allclose(audio[0, 0], baseline[0], atol=1e-5)
     np.testing.assert_allclose(audio[0, 1], baseline[1], atol=1e-5)
     np.testing.assert_allclose(audio[0, 2], baseline[1], atol=1e-5)
+
+
+def test_smoke_run_with_objects_found_by_name(tmp_path):
+    """python main.py --smoke --SAM2_PROMPTS='{"cat": {}, "astronaut": {}}': the whole pipeline, no points."""
+    out = tmp_path / "out"
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out}", "--EVAL_SEEDS=1",
+                      "--SAM2_PROMPTS={'cat': {}, 'astronaut': {'text': 'a photo of an astronaut'}}"]) == 0
+    (run_dir,) = out.iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished"
+    assert record["prompts"]["astronaut"] == {"text": "a photo of an astronaut", "union": False}
+    found = record["masks"]["removed"]
+    assert found["text"] == "a photo of a cat" and found["chosen"] and found["candidates"]
+    assert {"p_object", "bbox_xywh", "predicted_iou", "best_prompt"} <= set(found["candidates"][0])
+    assert "segmentations" not in found
+    e = torch.load(run_dir / "embeddings.pt", weights_only=True)
+    assert e["M_neg"].any() and e["m_neg"].sum() > 0
+    assert (run_dir / "mask_remove_cat.png").stat().st_size > 5000 and (run_dir / "manipulated.wav").is_file()
+
+
+def test_smoke_manifest_with_empty_coordinates_runs(tmp_path):
+    manifest = tmp_path / "pairs.csv"
+    images = ROOT / "images"
+    manifest.write_text("original,edited,remove,remove_x,remove_y,add,add_x,add_y,kept\n"
+                        f"{images / 'original.jpg'},{images / 'edited.jpg'},cat,,,astronaut,,,rocket\n")
+    out = tmp_path / "out"
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out}", "--EVAL_SEEDS=1", "--manifest", str(manifest)]) == 0
+    (run_dir,) = out.iterdir()
+    (pair,) = [p for p in run_dir.iterdir() if p.is_dir()]
+    record = json.loads((pair / "run.json").read_text())
+    assert record["status"] == "finished" and record["masks"]["added"]["text"] == "a photo of a astronaut"

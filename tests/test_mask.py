@@ -214,3 +214,155 @@ def test_save_mask_figure_size_mismatch_names_both(image_path, tmp_path):
     assert not (tmp_path / "a.png").exists()
     with pytest.raises(ValueError, match="1 .*or 0"):
         mask.save_mask_figure(image_path, np.zeros((H, W)), points=[[1, 1]], labels=[2])
+
+
+# -----------------------------------------------------------------------------
+# points in the file's pixels on big images
+
+def test_points_are_in_the_files_pixels_on_an_image_read_smaller(seg, tmp_path):
+    import util
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 255, size=(600, 1000, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((5000, 3000), Image.Resampling.NEAREST).save(tmp_path / "big.png")
+    scaled = tmp_path / "scaled.png"
+    util.load_image_rgb(tmp_path / "big.png").save(scaled)            # what every model sees: 2048 x 1229
+    assert Image.open(scaled).size == (2048, 1229)
+    m_big = mask.get_mask(tmp_path / "big.png", [2500, 1000], [1500, 500], [1, 0], predictor=seg)
+    factor = 2048 / 5000
+    m_scaled = mask.get_mask(scaled, [2500 * factor, 1000 * factor], [1500 * factor, 500 * factor], [1, 0], predictor=seg)
+    assert m_big.shape == (1229, 2048) and np.array_equal(m_big, m_scaled)
+    with pytest.raises(ValueError, match="5000 x 3000"):
+        mask.get_mask(tmp_path / "big.png", 4000, 3100, predictor=seg)   # inside the working image, not the file
+
+
+# -----------------------------------------------------------------------------
+# masks from a name: SAM2 proposals, CLIP scores
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    import util
+    return util.tiny_clip()
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """Three coloured boxes on grey, and one SAM2-style proposal record per box."""
+    pixels = np.full((120, 200, 3), 128, np.uint8)
+    boxes = [(10, 10, 60, 50), (80, 20, 150, 100), (160, 60, 195, 115)]   # x0, y0, x1, y1
+    for (x0, y0, x1, y1), colour in zip(boxes, [(220, 30, 30), (30, 200, 40), (40, 60, 230)]):
+        pixels[y0:y1, x0:x1] = colour
+    path = tmp_path_factory.mktemp("scene") / "boxes.png"
+    Image.fromarray(pixels).save(path)
+    records = []
+    for x0, y0, x1, y1 in boxes:
+        seg = np.zeros((120, 200), bool)
+        seg[y0:y1, x0:x1] = True
+        records.append({"segmentation": seg, "bbox": [x0, y0, x1 - x0, y1 - y0], "area": int(seg.sum()),
+                        "predicted_iou": 0.9, "stability_score": 0.95, "point_coords": [[x0, y0]]})
+    return path, records
+
+
+def test_proposals_are_sams_automatic_mask_generator_on_the_shared_encoding(seg, image_path):
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+    options = dict(mask.TINY_PROPOSAL_OPTIONS, points_per_side=6, box_nms_thresh=0.99)
+    encodes = []
+    hook = seg.predictor.model.image_encoder.register_forward_hook(lambda *a: encodes.append(1))
+    try:
+        seg.set_image(image_path)
+        seg.predict([[30, 20]], [1])                             # a point prompt on the image ...
+        ours = mask.propose_masks(image_path, seg, **options)    # ... and proposals reuse its encoding
+    finally:
+        hook.remove()
+    assert len(encodes) == 1
+    # sam2's generator called as its README does, on the same model and image
+    with torch.no_grad():
+        theirs = SAM2AutomaticMaskGenerator(seg.predictor.model, **{**mask.PROPOSAL_OPTIONS, **options}).generate(
+            np.array(load_image_rgb(image_path)))
+    key = lambda r: (-r["predicted_iou"] * r["stability_score"], r["bbox"])   # noqa: E731
+    ours, theirs = sorted(ours, key=key), sorted(theirs, key=key)
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs):
+        assert np.array_equal(a["segmentation"], b["segmentation"]) and a["bbox"] == b["bbox"]
+        assert a["predicted_iou"] == pytest.approx(b["predicted_iou"]) and a["area"] == b["area"]
+
+
+def test_clip_scores_are_openai_clips_zero_shot(scene, tiny_clip):
+    import clip
+    path, records = scene
+    model, preprocess = tiny_clip
+    prompts = ["a photo of a red box", "a photo of a green box", "a photo of the background"]
+    crops = mask.proposal_crops(path, records)
+    ours = mask.score_proposals(crops, prompts, model, preprocess)
+    with torch.no_grad():
+        image = model.encode_image(torch.stack([preprocess(c) for c in crops]))
+        text = model.encode_text(clip.tokenize(prompts))
+    image, text = image / image.norm(dim=-1, keepdim=True), text / text.norm(dim=-1, keepdim=True)
+    expected = (model.logit_scale.exp() * image @ text.T).softmax(dim=-1)
+    diff = float((ours - expected).abs().max())
+    print(f"proposal scores vs openai-clip encode_image/encode_text: max abs diff {diff:.1e}")
+    assert ours.shape == (3, 3) and diff < 1e-5
+    # crops are the proposals' boxes, padded to a square so CLIP's centre crop keeps all of them
+    assert [c.size for c in crops] == [(50, 50), (80, 80), (55, 55)]
+    assert np.asarray(crops[0])[25, 25].tolist() == [220, 30, 30]
+
+
+def planted(records, targets, model, preprocess, path):
+    """Text embeddings that make CLIP pick records[targets]: the object's prompt embeds as those crops do
+    (their normalised sum), the next prompts as each other crop does, the rest at random."""
+    import util
+    crop_embs = util.clip_image_embeddings(mask.proposal_crops(path, records), model=model, preprocess=preprocess)
+    obj = torch.nn.functional.normalize(crop_embs[targets].sum(0), dim=0)
+    others = [crop_embs[i] for i in range(len(records)) if i not in targets]
+
+    def text_embeddings(prompts, clip_model):
+        rest = torch.nn.functional.normalize(torch.randn(len(prompts) - 1 - len(others), crop_embs.shape[1],
+                                                         generator=torch.Generator().manual_seed(0)), dim=-1)
+        return torch.cat([obj[None], torch.stack(others), rest])
+    return text_embeddings
+
+
+@pytest.mark.parametrize("target", [0, 1, 2])
+def test_the_planted_proposal_is_the_mask_used(scene, tiny_clip, monkeypatch, target):
+    path, records = scene
+    model, preprocess = tiny_clip
+    model.logit_scale.data.fill_(np.log(100.0))   # ViT-L/14's trained scale, so the softmax can be decisive
+    monkeypatch.setattr(mask, "text_embeddings", planted(records, [target], model, preprocess, path))
+    m, info = mask.segment_by_text(path, "thing", other_names=["other"], clip_model=model, preprocess=preprocess,
+                                   proposals=records, min_score=0.5)
+    assert info["chosen"] == [target] and info["candidates"][0]["index"] == target
+    assert np.array_equal(m.astype(bool), records[target]["segmentation"])
+    assert info["score"] > 0.5 and info["prompts"][0] == "a photo of a thing" and "a photo of a other" in info["prompts"]
+    assert [c["p_object"] for c in info["candidates"]] == sorted((c["p_object"] for c in info["candidates"]), reverse=True)
+
+
+def test_no_good_proposal_is_a_clear_error_never_a_silent_mask(scene, tiny_clip):
+    path, records = scene
+    model, preprocess = tiny_clip
+    with pytest.raises(mask.NoMatchError, match=r"no SAM2 proposal in boxes.png looks like 'duck'.*verify_masks.py") as err:
+        mask.segment_by_text(path, "duck", clip_model=model, preprocess=preprocess, proposals=records, min_score=0.99)
+    assert "below TEXT_MIN_SCORE=0.99" in str(err.value) and "{'text'" in str(err.value)
+    with pytest.raises(mask.NoMatchError, match="SAM2 proposed no mask"):
+        mask.segment_by_text(path, "duck", clip_model=model, preprocess=preprocess, proposals=[])
+
+
+def test_union_joins_every_proposal_clip_takes_for_the_object(scene, tiny_clip, monkeypatch):
+    path, records = scene
+    model, preprocess = tiny_clip
+    model.logit_scale.data.fill_(np.log(100.0))
+    monkeypatch.setattr(mask, "text_embeddings", planted(records, [0, 2], model, preprocess, path))   # two parts
+    m, info = mask.segment_by_text(path, "thing", clip_model=model, preprocess=preprocess, proposals=records,
+                                   min_score=0.3, union=True)
+    assert sorted(info["chosen"]) == [0, 2] and info["union"]
+    assert np.array_equal(m.astype(bool), records[0]["segmentation"] | records[2]["segmentation"])
+
+
+def test_proposals_figure_ranks_the_candidates(scene, tiny_clip, tmp_path):
+    path, records = scene
+    model, preprocess = tiny_clip
+    m, info = mask.segment_by_text(path, "thing", clip_model=model, preprocess=preprocess, proposals=records,
+                                   min_score=0.0)
+    mask.save_proposals_figure(path, m, info, path=tmp_path / "p.png", title="t")
+    data = (tmp_path / "p.png").read_bytes()
+    assert data[:4] == b"\x89PNG" and len(data) > 5000
+    with pytest.raises(FileExistsError):
+        mask.save_proposals_figure(path, m, info, path=tmp_path / "p.png")

@@ -377,3 +377,48 @@ def test_slots_to_clap_runs_cycle_mix_with_a_passed_model():
     c = slots_to_clap(slots, model=model, its=2, samples=4, var_samples=8)
     torch.manual_seed(11)
     assert torch.equal(c, slots_to_clap(slots, model=model, its=2, samples=4, var_samples=8))
+
+
+# -----------------------------------------------------------------------------
+# PIN_GLOBAL: how far a manipulated slot 0 reaches into cycle_mix
+
+def _slot0_codes_per_round(model, slots, pin, its=6):
+    """The manifold code the styler reads for slot 0 in each cycle-mix round (a hook on the styler)."""
+    codes = []
+    hook = model.remixer.styler.register_forward_hook(lambda m, args, out: codes.append(args[0][:, 0].clone()))
+    try:
+        out = model.cycle_mix(slots, its=its, samples=4, var_samples=8, generator=torch.Generator().manual_seed(3),
+                              pin_global=pin)
+    finally:
+        hook.remove()
+    return out, codes
+
+
+def test_pinned_slot_0_conditions_every_round_the_original_only_round_0():
+    """Two slot-0 embeddings (E_final and another) next to the same crops: the rounds whose remix reads a
+    slot-0 code that depends on which one it was. Pinned: every round. The original algorithm: round 0
+    only, once the remix's own feedback no longer carries slot 0 (a constant CLAP encoder, set here)."""
+    model = tiny_ssv2a(seed=2)
+    for p in model.manifold.clap_encoder.parameters():   # fold(best remix) no longer depends on slot 0
+        p.data.zero_()
+    slots_a, slots_b = make_slots([4], seed=5), make_slots([4], seed=5)
+    slots_b[0, 0] = torch.nn.functional.normalize(torch.randn(768, generator=torch.Generator().manual_seed(9)), dim=0)
+    for pin, expected in [(True, 7), (False, 1)]:
+        (_, a), (_, b) = _slot0_codes_per_round(model, slots_a, pin), _slot0_codes_per_round(model, slots_b, pin)
+        differ = [not torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b)]
+        assert len(differ) == 7 and sum(differ) == expected, (pin, differ)
+
+
+def test_pin_global_keeps_e_finals_own_code_and_changes_nothing_at_round_0():
+    model = tiny_ssv2a(seed=2)
+    slots = make_slots([3], seed=6)
+    pinned, pinned_codes = _slot0_codes_per_round(model, slots, pin=True)
+    original, original_codes = _slot0_codes_per_round(model, slots, pin=False)
+    # round 0 is the same either way: slot 0's own CLIP fold
+    assert torch.equal(pinned_codes[0], original_codes[0])
+    assert all(torch.equal(c, pinned_codes[0]) for c in pinned_codes)           # pinned: never replaced
+    assert not any(torch.allclose(c, original_codes[0]) for c in original_codes[1:])   # original: the best remix
+    assert torch.equal(model.cycle_mix(slots, its=0, samples=4, var_samples=8, generator=torch.Generator().manual_seed(3),
+                                       pin_global=True),
+                       model.cycle_mix(slots, its=0, samples=4, var_samples=8, generator=torch.Generator().manual_seed(3)))
+    assert not torch.equal(pinned, original)

@@ -2,6 +2,8 @@
 Agg canvas) and the typed fallback used where there is no display."""
 import ast
 import builtins
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,3 +250,41 @@ def test_click_window_wiring(image_path, seg, tmp_path, monkeypatch, capsys):
     assert parse_prompt_line(prompt_lines(text)[-1]) == {"dog": {"x": [30, 5], "y": [20, 50], "labels": [1, 0]}}
     assert len(list(tmp_path.glob("*.png"))) == 1
     assert plt.rcParams["keymap.quit"] == quit_keys   # our key overrides did not leak
+
+
+# -----------------------------------------------------------------------------
+# --text: find the object by name
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "images" / "original.jpg"
+
+
+def test_cli_text_finds_by_name_draws_the_ranked_proposals_and_prints_the_entry(tmp_path, capsys):
+    out = tmp_path / "masks"
+    assert verify_masks.main(["--image", str(EXAMPLE), "--text", "cat", "--other", "astronaut", "--out", str(out),
+                              "--smoke"]) == 0
+    text = capsys.readouterr().out
+    (figure,) = out.glob("*.png")
+    assert figure.name.startswith("original_text-cat_") and f"Figure (chosen mask and the next best proposals): {figure}" in text
+    assert re.search(r"1\. proposal #\d+: P = 0\.\d+, box .* <- chosen", text) and "SAM2 proposals scored" in text
+    (line,) = prompt_lines(text)
+    assert parse_prompt_line(line) == {"cat": {}}          # main.py finds it by name the same way
+    assert verify_masks.text_prompt_line("cat", "a tabby cat", union=True) == '"cat": {"text": "a tabby cat", "union": true},'
+
+
+def test_cli_text_with_no_good_proposal_says_what_to_try(image_path, tmp_path, capsys):
+    code = verify_masks.main(["--image", str(image_path), "--text", "cat", "--min-score", "0.99", "--out",
+                              str(tmp_path), "--smoke"])
+    err = capsys.readouterr().err
+    assert code == 1 and "looks like 'cat' to CLIP" in err and "--interactive" in err
+    assert verify_masks.main(["--image", str(image_path), "--text", "cat", "--x", "3", "--smoke"]) == 2
+
+
+def test_text_then_clicks_replace_the_name_search(tmp_path, monkeypatch, capsys):
+    answers = iter(["300 200", "done"])
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(answers))
+    monkeypatch.setattr(verify_masks, "display_available", lambda: (False, "test"))
+    assert verify_masks.main(["--image", str(EXAMPLE), "--text", "cat", "--interactive", "--out", str(tmp_path),
+                              "--smoke"]) == 0
+    text = capsys.readouterr().out
+    assert "the points you place replace the name search" in text
+    assert prompt_lines(text)[-1].strip() == '"cat": {"x": [300], "y": [200], "labels": [1]},'
