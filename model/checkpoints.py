@@ -73,7 +73,7 @@ CHECKPOINTS = {c.name: c for c in [
         min_bytes=100_000_000,
     ),
     Checkpoint(
-        name="ssv2a", what="SSV2A release (manifold, generator, remixer; 82,318,210 float32 parameters)",
+        name="ssv2a", what="SSV2A release (manifold, generator, remixer; 82,318,210 float32 parameters); 329 MB",
         filename="ssv2a.pth",
         min_bytes=82_318_210 * 4,
         manual="The SSV2A authors publish ssv2a.pth on Google Drive only (no direct URL): open\n"
@@ -82,7 +82,7 @@ CHECKPOINTS = {c.name: c for c in [
                "  (with gdown installed: gdown --folder <that URL> -O checkpoints/ssv2a_release, then move ssv2a.pth)",
     ),
     Checkpoint(
-        name="audioldm", what="AudioLDM-S-full-v2 (diffusers format: VAE, UNet, CLAP text encoder, HiFi-GAN)",
+        name="audioldm", what="AudioLDM-S-full-v2 (diffusers format: VAE, UNet, CLAP text encoder, HiFi-GAN); 1.68 GB",
         hf_repo="cvssp/audioldm-s-full-v2",
         # the repo holds every weight twice (.bin and .safetensors); diffusers and transformers read the
         # safetensors when they are there, so only those are fetched
@@ -96,10 +96,12 @@ CHECKPOINTS = {c.name: c for c in [
         hf_optional=("tokenizer/merges.txt", "tokenizer/vocab.json", "tokenizer/special_tokens_map.json"),
     ),
     Checkpoint(
-        name="clap", what="LAION-CLAP 630k+AudioSet, HTSAT-tiny, non-fusion (evaluation scores)",
+        name="clap", what="LAION-CLAP 630k+AudioSet, HTSAT-tiny, non-fusion (the verdict's second view); 1.86 GB",
         filename="630k-audioset-best.pt",
         url="https://huggingface.co/lukewys/laion_clap/resolve/main/630k-audioset-best.pt",
-        min_bytes=500_000_000,
+        # the hub's Git LFS object id of the file (a training checkpoint of 1.86 GB: weights + optimizer)
+        sha256="8053c9775516af2f4902e1e8281e356cc1bf7a85e8b761908170767b77c3f037",
+        min_bytes=1_000_000_000,
     ),
     Checkpoint(
         name="roberta", what="roberta-base tokenizer and config, which laion-clap builds its text branch from; ~2 MiB",
@@ -110,7 +112,7 @@ CHECKPOINTS = {c.name: c for c in [
     ),
     Checkpoint(
         name="ast", what="Audio Spectrogram Transformer fine-tuned on AudioSet (527 classes, mAP 0.459): step 9's "
-                         "audio classifier",
+                         "audio classifier; 346 MB",
         hf_repo="MIT/ast-finetuned-audioset-10-10-0.4593",
         hf_files=("config.json", "preprocessor_config.json", "model.safetensors"),
     ),
@@ -431,8 +433,10 @@ def verify(name, path=None):
     minutes into a run. Nothing is downloaded.
     """
     ckpt = _entry(name)
-    if path is None:
+    if path is None:   # the registry's file: its size and, where published, its SHA-256 are checked here
         path = hf_model_dir(name, download=False) if ckpt.hf_repo else checkpoint_path(name, download=False)
+    elif ckpt.sha256 and _sha256(path) != ckpt.sha256:
+        raise CheckpointError(_fix_message(ckpt, Path(path), "corrupt (SHA-256 does not match the published hash)"))
     module, func = VERIFIERS[name].split(":")
     return getattr(importlib.import_module(module), func)(path)
 

@@ -12,6 +12,7 @@ Classifier-free guidance 2.5 and the pipeline's own code path (model.aldm.emb_to
 import argparse
 import json
 import time
+from pathlib import Path
 
 from real_size import audioldm_s
 
@@ -36,6 +37,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
+    parser.add_argument("--cache", default=None, help="folder to keep reference latents in (they take longest)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -43,7 +45,15 @@ def main():
     rows = []
     for seed in args.seeds:
         emb = torch.nn.functional.normalize(torch.randn(1, 512, generator=torch.Generator().manual_seed(seed)), dim=-1)
-        ref, t_ref = final_latent(pipe, emb, "ddim", args.reference_steps, 0.0, args.duration, seed)
+        cached = (Path(args.cache) / f"ref_{args.reference_steps}_{args.duration}_{seed}_{args.device}.pt"
+                  if args.cache else None)
+        if cached is not None and cached.is_file():
+            ref, t_ref = torch.load(cached, weights_only=True)
+        else:
+            ref, t_ref = final_latent(pipe, emb, "ddim", args.reference_steps, 0.0, args.duration, seed)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                torch.save((ref, t_ref), cached)
         print(f"seed {seed}: reference DDIM(eta 0) x {args.reference_steps} steps in {t_ref:.0f} s, "
               f"latent {tuple(ref.shape)}, |x| = {ref.norm():.1f}")
         for steps in args.steps:

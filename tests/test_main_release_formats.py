@@ -66,7 +66,9 @@ def release(tmp_path_factory):
         mp.setattr(ck, "CHECKPOINT_DIR", ckpts)
         sha = hashlib.sha256((ckpts / "ViT-L-14.pt").read_bytes()).hexdigest()
         mp.setitem(ck.CHECKPOINTS, "clip", dataclasses.replace(ck.CHECKPOINTS["clip"], sha256=sha, min_bytes=0))
-        for name in ("sam2", "yolo", "ssv2a", "clap"):
+        clap_sha = hashlib.sha256((ckpts / "630k-audioset-best.pt").read_bytes()).hexdigest()
+        mp.setitem(ck.CHECKPOINTS, "clap", dataclasses.replace(ck.CHECKPOINTS["clap"], sha256=clap_sha, min_bytes=0))
+        for name in ("sam2", "yolo", "ssv2a"):
             mp.setitem(ck.CHECKPOINTS, name, dataclasses.replace(ck.CHECKPOINTS[name], min_bytes=0))
         mp.setattr(mask, "SAM2_CONFIG", mask.TINY_CONFIG)           # the tiny file's architecture
         mp.setattr(mask, "SAM2_OVERRIDES", mask.TINY_OVERRIDES)
@@ -168,8 +170,8 @@ def test_the_real_run_used_the_weights_of_the_release_files(release, real_run):
     ("sam2", "missing_keys", "missing key(s)"),
     ("yolo", "garbage", "not a complete zip archive"),
     ("yolo", "pickled_code", "unsupported global"),
-    ("clap", "truncated", "not a complete zip archive"),
-    ("clap", "pickled_code", "unsupported global posix.system"),
+    ("clap", "truncated", "SHA-256 does not match"),
+    ("clap", "pickled_code", "SHA-256 does not match"),
     ("ssv2a", "missing_keys", "missing key(s)"),
 ])
 def test_check_reports_a_damaged_or_wrong_format_file(release, tmp_path, monkeypatch, name, damage, says):
@@ -209,13 +211,13 @@ def test_a_damaged_checkpoint_stops_main_before_any_work_or_folder(release, tmp_
     bad = tmp_path / "checkpoints"
     shutil.copytree(release["ckpts"], bad)
     monkeypatch.setattr(ck, "CHECKPOINT_DIR", bad)
-    (bad / "630k-audioset-best.pt").write_bytes(b"\0" * 4096)
+    (bad / "sam2.1_hiera_large.pt").write_bytes(b"\0" * 4096)   # a file Meta publishes no hash for
     _clear_loaders()
     out = tmp_path / "outputs"
     code = main.main([f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}",
                       f"--CHECKPOINT_PATH={release['ckpts'] / 'ssv2a.pth'}", "--DEVICE=cpu"])
     _clear_loaders()
     captured = capsys.readouterr()
-    assert code == 2 and "LAION-CLAP checkpoint" in captured.err and "not a readable PyTorch checkpoint" in captured.err
+    assert code == 2 and "SAM2 checkpoint" in captured.err and "not a readable PyTorch checkpoint" in captured.err
     assert "STEP 1" not in captured.out          # no SAM2 mask, no audio before the failure
     assert not out.exists()

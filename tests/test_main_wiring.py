@@ -140,10 +140,11 @@ def check_wiring(run_dir, cfg):
     expect(close(slots[0, 0], t0[0]), "slot 0 of baseline_original is not I_0's CLIP embedding")
     expect(close(slots[1, 0], t1[0]), "slot 0 of baseline_edited is not I_1's CLIP embedding")
     expect(close(slots[2, 0], e["emb_final"]), "slot 0 of the manipulated row is not E_final")
-    yolo = detect.tiny_yolo(class_bias=0.0)
+    yolo, threads = detect.tiny_yolo(class_bias=0.0), torch.get_num_threads()
     for i, (image, boxes) in enumerate(zip(IMAGES, e["boxes"])):
         found = yolo.predict(Image.open(image).convert("RGB"), imgsz=640, conf=0.25, iou=0.0, max_det=64,
                              augment=True, verbose=False)[0].boxes
+        torch.set_num_threads(threads)   # ultralytics' first predict lowers torch's thread count process-wide
         order = torch.argsort(found.conf, descending=True, stable=True)[:16]
         expect(close(boxes, found.xyxy[order], atol=1e-3), f"the saved detections of image {i} are not YOLO's on it")
     c0, c1 = crops_embeddings(IMAGES[0], e["boxes"][0]), crops_embeddings(IMAGES[1], e["boxes"][1])

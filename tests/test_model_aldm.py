@@ -319,3 +319,49 @@ def test_save_wav_rejects_bad_audio_without_writing(tmp_path, audio, match):
     with pytest.raises(ValueError, match=match):
         aldm.save_wav(tmp_path / "bad.wav", audio)
     assert not (tmp_path / "bad.wav").exists()
+
+
+# -----------------------------------------------------------------------------
+# samplers and the vocoder
+
+@pytest.mark.parametrize("sampler", list(aldm.SAMPLERS))
+def test_every_sampler_is_seeded_row_independent_and_keeps_the_repos_schedule(pipe, claps, sampler):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+    a = aldm.emb_to_audio(pipe, claps, sampler=sampler, seed=[1, 2, 3], **FAST)
+    assert a.shape == (3, N_FAST) and np.isfinite(a).all()
+    assert max_diff(a, aldm.emb_to_audio(pipe, claps, sampler=sampler, seed=[1, 2, 3], **FAST)) == 0
+    alone = aldm.emb_to_audio(pipe, claps[1:2], sampler=sampler, seed=[2], **FAST)
+    assert max_diff(alone[0], a[1]) <= BATCH_ATOL
+    cls, options, steps, _ = aldm.SAMPLERS[sampler]
+    assert type(pipe.scheduler) is {"DDIMScheduler": DDIMScheduler,
+                                     "DPMSolverMultistepScheduler": DPMSolverMultistepScheduler}[cls]
+    config = pipe.scheduler.config   # from_config of the pipeline's own schedule: its betas and offset
+    assert (config.beta_start, config.beta_end, config.beta_schedule, config.steps_offset) == \
+        (0.0015, 0.0195, "scaled_linear", 1)
+    assert all(config[k] == v for k, v in options.items()) and aldm.default_steps(sampler) == steps
+    aldm.use_sampler(pipe, "ddim")
+
+
+def test_samplers_differ_and_an_unknown_one_is_refused(pipe, claps):
+    ddim = aldm.emb_to_audio(pipe, claps[:1], sampler="ddim", eta=0.0, **FAST)
+    dpm = aldm.emb_to_audio(pipe, claps[:1], sampler="dpmpp-2m", **FAST)
+    assert max_diff(ddim, dpm) > MIN_EFFECT
+    with pytest.raises(ValueError, match="not one of ddim, dpmpp-2m, dpmpp-2m-sde"):
+        aldm.emb_to_audio(pipe, claps[:1], sampler="euler", **FAST)
+
+
+def test_latent_output_is_the_final_latent_before_the_vae(pipe, claps):
+    latent = aldm.emb_to_audio(pipe, claps[:2], output="latent", seed=[5, 6], **FAST)
+    assert latent.dtype == torch.float32 and latent.shape[:2] == (2, pipe.unet.config.in_channels)
+    with torch.no_grad():
+        audio = pipe.mel_spectrogram_to_waveform(pipe.decode_latents(latent)).numpy()[:, :N_FAST]
+    assert max_diff(audio, aldm.emb_to_audio(pipe, claps[:2], seed=[5, 6], **FAST)) <= BATCH_ATOL
+
+
+def test_the_vocoder_one_row_at_a_time_gives_the_batched_audio(pipe, claps, monkeypatch):
+    monkeypatch.setitem(aldm.VOCODER_ONE_ROW_AT_A_TIME, "cpu", False)
+    batched = aldm.emb_to_audio(pipe, claps, **FAST)
+    monkeypatch.setitem(aldm.VOCODER_ONE_ROW_AT_A_TIME, "cpu", True)
+    rows = aldm.emb_to_audio(pipe, claps, **FAST)
+    assert max_diff(batched, rows) <= BATCH_ATOL
+    assert "mel_spectrogram_to_waveform" not in vars(pipe)    # the pipeline is left as it was
