@@ -1279,7 +1279,10 @@ def run_manifest(cfg, models, run_dir, manifest, prepared, record):
 
 def main(argv=None):
     """Parse the command line, check inputs and checkpoints, then run / sweep / manifest into a new run folder."""
-    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    # notices about the libraries' own internals, printed while models load; they say nothing about the run
+    for notice in ("pkg_resources is deprecated", "`torch.jit.script` is deprecated", "`torch.jit.load` is deprecated",
+                   "At least one mel filter has all zero values"):
+        warnings.filterwarnings("ignore", message=notice)
     cfg = default_config()
     try:
         mode, manifest = parse_args(sys.argv[1:] if argv is None else argv, cfg)

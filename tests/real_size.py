@@ -4,8 +4,10 @@ The hyper-parameters are the published ones: openai-clip's ViT-L/14, sam2's sam2
 yolov8x.yaml with Open Images V7's 601 classes, our ssv2a.json (the release's config), AudioLDM-S-full-v2 as
 diffusers' conversion script (scripts/convert_original_audioldm_to_diffusers.py) builds it, HTSAT-tiny +
 RoBERTa-base for LAION-CLAP, and transformers' default ASTConfig (the AudioSet AST). Timings and memory of
-these are those of the real models; their outputs mean nothing.
+these are those of the real models; their outputs mean nothing. Each builder draws its weights from torch seed
+0 (without moving the caller's random state), so every benchmark run measures the same networks.
 """
+import functools
 import sys
 from pathlib import Path
 
@@ -34,6 +36,17 @@ AUDIOLDM_S_VOCODER = dict(
     resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]], normalize_before=False)
 
 
+def seeded(build):
+    """Build with torch seed 0, leaving the caller's random state as it was."""
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return build(*args, **kwargs)
+    return wrapper
+
+
+@seeded
 def clip_vit_l14():
     """(model, preprocess) of openai-clip's CLIP with ViT-L/14's hyper-parameters."""
     import clip
@@ -44,6 +57,7 @@ def clip_vit_l14():
     return model.float().eval(), clip.clip._transform(224)
 
 
+@seeded
 def sam2_hiera_l(device="cpu"):
     from sam2.build_sam import build_sam2
     from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -51,6 +65,7 @@ def sam2_hiera_l(device="cpu"):
     return mask.PointSegmenter(SAM2ImagePredictor(build_sam2(mask.SAM2_CONFIG, ckpt_path=None, device=device)))
 
 
+@seeded
 def yolov8x_oiv7():
     from model import detect
     detect._ultralytics()
@@ -69,11 +84,13 @@ def yolov8x_oiv7():
     return yolo
 
 
+@seeded
 def ssv2a_release():
     from model.pipeline import SSV2A
     return SSV2A.from_config(ROOT / "ssv2a.json").eval()
 
 
+@seeded
 def audioldm_s(dtype=torch.float32):
     from diffusers import AudioLDMPipeline, AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import ClapTextConfig, ClapTextModelWithProjection, SpeechT5HifiGan, SpeechT5HifiGanConfig
@@ -89,6 +106,7 @@ def audioldm_s(dtype=torch.float32):
     return pipe.to(dtype=dtype)
 
 
+@seeded
 def clap_htsat_tiny():
     import evaluation
     from model.aldm import _tiny_tokenizer
@@ -96,6 +114,7 @@ def clap_htsat_tiny():
     return evaluation.ClapScorer(model.eval(), _tiny_tokenizer(), "cpu", name="real-size random CLAP")
 
 
+@seeded
 def ast_audioset():
     import evaluation
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
