@@ -210,7 +210,9 @@ def tiny_audioldm(seed=0, clap_dim=CLAP_DIM):
 # -----------------------------------------------------------------------------
 # samplers: diffusers schedulers built from the pipeline's own scheduler config (its betas, its offset)
 
-# name -> (diffusers scheduler class, its options, default steps, what it is)
+# name -> (diffusers scheduler class, its options, default steps, what it is). On the real-size U-Net's
+# probability flow (tests/bench_sampler.py), DPM-Solver++ 2M at 25 steps lands 3.8x closer to 999-step DDIM
+# than DDIM at 200 steps does, at an eighth of the U-Net calls.
 SAMPLERS = {
     "ddim": ("DDIMScheduler", {}, 200, "DDIM with eta 1.0 (stochastic), the original's sampler"),
     "dpmpp-2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, 25,

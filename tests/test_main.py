@@ -466,3 +466,13 @@ def test_smoke_manifest_with_empty_coordinates_runs(tmp_path):
     (pair,) = [p for p in run_dir.iterdir() if p.is_dir()]
     record = json.loads((pair / "run.json").read_text())
     assert record["status"] == "finished" and record["masks"]["added"]["text"] == "a photo of a astronaut"
+
+
+def test_default_audio_classes_are_audioset_display_names():
+    """The defaults, checked offline against the 527 names of AudioSet's class_labels_indices.csv."""
+    import evaluation
+    labels = evaluation.audioset_labels()
+    assert len(labels) == 527 and len(set(labels)) == 527
+    resolved, notes = evaluation.resolve_audio_classes(list(main.AUDIO_CLASSES), main.AUDIO_CLASSES, labels)
+    assert resolved == main.AUDIO_CLASSES and notes == []
+    assert all(source in main.EVAL_LABELS for source in main.AUDIO_CLASSES)   # both views score every default source
