@@ -104,7 +104,7 @@ CHECKPOINTS = {c.name: c for c in [
         min_bytes=1_000_000_000,
     ),
     Checkpoint(
-        name="roberta", what="roberta-base tokenizer and config, which laion-clap builds its text branch from; ~2 MiB",
+        name="roberta", what="roberta-base tokenizer and config, which laion-clap builds its text branch from; 3 MB",
         hf_repo="roberta-base",
         # config and tokenizer only: the text branch's weights come from the CLAP checkpoint itself
         hf_files=("config.json", "vocab.json", "merges.txt"),
@@ -451,6 +451,8 @@ def status(name):
         where = ckpt.hf_repo if ckpt.hf_repo else CHECKPOINT_DIR / ckpt.filename
         absent = lines[0].startswith(f"Checkpoint '{ckpt.filename}'") and "is missing" in lines[0]
         kind = "missing" if absent or "not in the local cache" in lines[0] else "bad"
+        if kind == "missing":   # what is missing and how to get it; the full message is `python -m model.checkpoints`'s
+            lines = lines[:1] + [line for line in lines if line.startswith(("Fix", "The SSV2A authors"))][:1]
         text = " | ".join(lines)
         return f"{kind:8s} {where}: {text[:700] + (' ...' if len(text) > 700 else '')}"
 
