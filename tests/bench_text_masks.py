@@ -3,7 +3,8 @@
 Per image, the point path is SAM2's encoding and one prompt; the text path is the same encoding (shared) plus
 SAM2's automatic proposals and a CLIP pass over every proposal's crop. Smoke models by default (tiny random
 weights, tiny proposal grid: the plumbing's cost); --real-size builds SAM2.1-L and ViT-L/14 with random
-weights and the real proposal settings (random weights propose few masks, so CLIP's share is a lower bound).
+weights and the real 16 x 16 point grid, with SAM2's quality filters off (random weights pass none), so every
+grid mask goes through NMS and up to MAX_PROPOSALS crops through CLIP: an upper bound of the real cost.
 
     python tests/bench_text_masks.py
     python tests/bench_text_masks.py --real-size --repeats 1
@@ -33,7 +34,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.real_size:
-        seg, (clip_model, preprocess), options = real_size.sam2_hiera_l(), real_size.clip_vit_l14(), {}
+        seg, (clip_model, preprocess) = real_size.sam2_hiera_l(), real_size.clip_vit_l14()
+        options = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
     else:
         seg, (clip_model, preprocess), options = mask.tiny_sam2_predictor(), util.tiny_clip(), mask.TINY_PROPOSAL_OPTIONS
     point_times, text_times, n_props = [], [], []
