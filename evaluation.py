@@ -245,28 +245,14 @@ def prepare_waveforms(audios, sample_rate):
     [-1, 1] as a file would). Shorter audio is repeated and zero-padded to 10 s ('repeatpad'); longer audio
     keeps its first 10 s, where laion takes a random 10 s crop, so that scores are repeatable.
     """
-    from scipy.signal import resample_poly
-    if isinstance(audios, torch.Tensor):
-        audios = audios.detach().cpu().numpy()
-    if isinstance(audios, np.ndarray):
-        if audios.ndim != 2:
-            raise ValueError(f"audios must be [B, n] or a list of 1-D arrays, got an array of shape {audios.shape}")
-        audios = list(audios)
     if not isinstance(sample_rate, (int, float, np.number)) or sample_rate <= 0 or sample_rate != int(sample_rate):
         raise ValueError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
     g = math.gcd(int(sample_rate), CLAP_SAMPLE_RATE)
     up, down = CLAP_SAMPLE_RATE // g, int(sample_rate) // g
     waves = []
-    for i, a in enumerate(audios):
-        a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
-        if a.ndim != 1 or a.size == 0:
-            raise ValueError(f"audio {i} must be a non-empty mono 1-D array, got shape {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"audio {i} contains NaN or infinite samples")
+    for a in _mono_list(audios):
         # cut before resampling, so a 12 s clip and its first 10 s give the same samples (and less work)
-        a = a[:math.ceil(CLAP_SAMPLES * down / up)]
-        if (up, down) != (1, 1):
-            a = resample_poly(a, up, down)
+        a = _resample(a[:math.ceil(CLAP_SAMPLES * down / up)], int(sample_rate), CLAP_SAMPLE_RATE)
         a = (np.clip(a, -1.0, 1.0) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
         if len(a) > CLAP_SAMPLES:
             a = a[:CLAP_SAMPLES]
@@ -274,9 +260,16 @@ def prepare_waveforms(audios, sample_rate):
             a = np.tile(a, CLAP_SAMPLES // len(a))
             a = np.pad(a, (0, CLAP_SAMPLES - len(a)))
         waves.append(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)))
-    if not waves:
-        raise ValueError("no audio given")
     return waves
+
+
+def _resample(wave, rate, target):
+    """A polyphase resampling of a 1-D wave from rate to target Hz (the same wave when they are equal)."""
+    if int(rate) == int(target):
+        return wave
+    from scipy.signal import resample_poly
+    g = math.gcd(int(rate), int(target))
+    return resample_poly(wave, int(target) // g, int(rate) // g)
 
 
 @functools.lru_cache(maxsize=None)
@@ -365,12 +358,8 @@ class AudioClassifier:
     def class_probabilities(self, audios, sample_rate, batch_size=8):
         """float64 numpy [B, n_classes]: sigmoid(logits) of the model, as transformers' audio-classification
         pipeline computes them with function_to_apply='sigmoid'."""
-        waves = _mono_list(audios)
         rate = int(self.feature_extractor.sampling_rate)
-        if int(sample_rate) != rate:
-            from scipy.signal import resample_poly
-            g = math.gcd(int(sample_rate), rate)
-            waves = [resample_poly(w, rate // g, int(sample_rate) // g) for w in waves]
+        waves = [_resample(w, sample_rate, rate) for w in _mono_list(audios)]
         out = []
         for i in range(0, len(waves), batch_size):
             features = self.feature_extractor([w.astype(np.float32) for w in waves[i:i + batch_size]],
@@ -381,16 +370,19 @@ class AudioClassifier:
 
 
 def _mono_list(audios):
+    """float64 numpy waves from [B, n] (numpy or torch) or a list of 1-D arrays; ValueError saying what is wrong."""
     if isinstance(audios, torch.Tensor):
         audios = audios.detach().cpu().numpy()
     if isinstance(audios, np.ndarray):
         if audios.ndim != 2:
             raise ValueError(f"audios must be [B, n] or a list of 1-D arrays, got an array of shape {audios.shape}")
         audios = list(audios)
-    waves = [np.asarray(a, dtype=np.float64) for a in audios]
+    waves = [np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64) for a in audios]
     for i, w in enumerate(waves):
-        if w.ndim != 1 or w.size == 0 or not np.isfinite(w).all():
-            raise ValueError(f"audio {i} must be a non-empty, finite mono 1-D array, got shape {w.shape}")
+        if w.ndim != 1 or w.size == 0:
+            raise ValueError(f"audio {i} must be a non-empty mono 1-D array, got shape {w.shape}")
+        if not np.isfinite(w).all():
+            raise ValueError(f"audio {i} contains NaN or infinite samples")
     if not waves:
         raise ValueError("no audio given")
     return waves
@@ -518,23 +510,19 @@ def label_probabilities(audio_embs, text_embs, logit_scale=None):
     return torch.softmax(scale * a @ t.T, dim=-1)
 
 
-def score_audios(audios, labels, clap=None, sample_rate=16000):
-    """CLAP zero-shot scores of named audios.
+def clap_label(source, clap_labels):
+    """CLAP's text label of a sound source: its entry in clap_labels, else 'the sound of a <source>'."""
+    return clap_labels.get(source) or f"the sound of a {source}"
 
-    audios: dict name -> 1-D numpy waveform at sample_rate. Returns {'labels', 'probs': name -> [L] list,
-    'audio_embs': name -> float32 numpy [512], 'logit_scale', 'clap': the scorer's name}.
+
+def clap_label_list(sources, clap_labels):
+    """CLAP's closed label list: each source's label, then the other clap_labels texts (distractors).
+
+    ValueError when two entries share a text (their probabilities could not be told apart).
     """
-    labels = _check_label_list(labels)
-    if not isinstance(audios, dict) or not audios:
-        raise ValueError("audios must be a non-empty dict of name -> 1-D waveform")
-    clap = load_clap() if clap is None else clap
-    names = list(audios)
-    audio_embs = clap.audio_embeddings([audios[n] for n in names], sample_rate)
-    probs = label_probabilities(audio_embs, clap.text_embeddings(labels), clap.logit_scale)
-    return {"labels": labels,
-            "probs": {n: [float(p) for p in probs[i]] for i, n in enumerate(names)},
-            "audio_embs": {n: audio_embs[i].numpy() for i, n in enumerate(names)},
-            "logit_scale": clap.logit_scale, "clap": clap.name}
+    labels = [clap_label(s, clap_labels) for s in sources]
+    labels += [t for t in clap_labels.values() if t not in labels]
+    return _check_label_list(labels)
 
 
 def _kl(p, q, eps=1e-12):
@@ -572,14 +560,12 @@ def score_run(audio, sources, classifier, clap, class_map, clap_labels, sample_r
     resolved, notes = resolve_audio_classes(sources, class_map, classifier.labels)
     class_probs = classifier.class_probabilities(flat, sample_rate)
     per_source = {s: v.reshape(S, R) for s, v in source_scores(class_probs, resolved, classifier.labels).items()}
-    labels = [clap_labels.get(s) or f"the sound of a {s}" for s in sources]
-    labels += [t for t in clap_labels.values() if t not in labels]
-    labels = _check_label_list(labels)
+    labels = clap_label_list(sources, clap_labels)
     embs = clap.audio_embeddings(flat, sample_rate)
     probs = label_probabilities(embs, clap.text_embeddings(labels), clap.logit_scale).double().numpy()
     return {"classifier": per_source, "classes": resolved, "classifier_name": classifier.name,
             "clap_probs": probs.reshape(S, R, -1), "clap_labels": labels,
-            "clap_source_index": {s: labels.index(clap_labels.get(s) or f"the sound of a {s}") for s in sources},
+            "clap_source_index": {s: labels.index(clap_label(s, clap_labels)) for s in sources},
             "clap_embs": embs.double().numpy().reshape(S, R, -1), "clap_name": clap.name,
             "logit_scale": clap.logit_scale, "notes": notes}
 

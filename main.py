@@ -102,6 +102,10 @@ SWEEPABLE = ["SVD_K", "SVD_ALPHA", "SVD_BETA", "MIX_ALPHA", "MIX_BETA", "MIX_GAM
 AUDIO_KEYS = ("PIN_GLOBAL", "SAMPLER")   # settings that act on every audio row, baselines included
 AUDIO_NAMES = ("baseline_original", "baseline_edited", "manipulated")
 NAME_LIMIT = 40                      # characters of an object name (names become file names)
+# warnings about the libraries' own internals (AST's 128 kaldi bands leave an empty one, by design): they say
+# nothing about a run, so they are neither shown nor kept in run.json
+LIBRARY_NOTICES = ("pkg_resources is deprecated", "`torch.jit.script` is deprecated", "`torch.jit.load` is deprecated",
+                   "The AudioLDMPipeline has been deprecated", "At least one mel filter has all zero values")
 RUN_NAME_LIMIT = 80
 
 
@@ -426,14 +430,15 @@ def check_image_and_points(image_path, prompt, notes):
 
 
 def eval_labels(cfg, removed, added):
-    """(labels, removed_label, added_label, kept_labels) for CLAP from EVAL_LABELS and the source names."""
-    texts = dict(cfg["EVAL_LABELS"])
-    label = lambda name: texts.get(name) or f"the sound of a {name}"   # noqa: E731
+    """(labels, removed_label, added_label, kept_labels) of the CLAP view, as evaluation.score_run builds them."""
+    import evaluation
     sources = [removed, added] + [k for k in cfg["KEPT_SOURCES"] if k not in (removed, added)]
-    labels = [label(s) for s in sources]
-    labels += [t for n, t in texts.items() if t not in labels]   # distractors
-    if len(set(labels)) != len(labels):
-        raise UserError(f"EVAL_LABELS give two sources the same label: {labels}")
+    try:
+        labels = evaluation.clap_label_list(sources, cfg["EVAL_LABELS"])
+    except ValueError:
+        raise UserError(f"EVAL_LABELS give two sources the same label: "
+                        f"{[evaluation.clap_label(s, cfg['EVAL_LABELS']) for s in sources]}") from None
+    label = lambda name: evaluation.clap_label(name, cfg["EVAL_LABELS"])   # noqa: E731
     return labels, label(removed), label(added), [label(k) for k in sources[2:]]
 
 
@@ -507,10 +512,7 @@ def recorded_warnings(store):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", UserWarning)
-            # library notices about their own internals say nothing about this run
-            for notice in ("pkg_resources is deprecated", "`torch.jit.script` is deprecated",
-                           "The AudioLDMPipeline has been deprecated", "`torch.jit.load` is deprecated",
-                           "At least one mel filter has all zero values"):   # AST's 128 kaldi bands, by design
+            for notice in LIBRARY_NOTICES:   # "always" above would show them again
                 warnings.filterwarnings("ignore", message=notice)
             warnings.showwarning = show
             yield store
@@ -1093,12 +1095,12 @@ def run_sweep(cfg, models, run_dir, images, prompts, record):
 
 def verdict_row(result):
     """One flat table row of a build_verdict result: per check its mean delta, CI, seeds that hold, pass flags."""
+    import numpy as np
     row = {}
     checks = result["verdict"]["checks"]
     roles = result["roles"]
     add, rem = checks.get("added_increased"), checks.get("removed_decreased")
     if add and rem:
-        import numpy as np
         row["target"] = round(float(np.mean(np.array(add["manipulated"]) - np.array(rem["manipulated"]))), 6)
     for view in ("verdict", "clap_view"):
         prefix = "" if view == "verdict" else "clap "
@@ -1279,9 +1281,7 @@ def run_manifest(cfg, models, run_dir, manifest, prepared, record):
 
 def main(argv=None):
     """Parse the command line, check inputs and checkpoints, then run / sweep / manifest into a new run folder."""
-    # notices about the libraries' own internals, printed while models load; they say nothing about the run
-    for notice in ("pkg_resources is deprecated", "`torch.jit.script` is deprecated", "`torch.jit.load` is deprecated",
-                   "At least one mel filter has all zero values"):
+    for notice in LIBRARY_NOTICES:
         warnings.filterwarnings("ignore", message=notice)
     cfg = default_config()
     try:

@@ -327,11 +327,12 @@ class _EncodedPredictor:
         return getattr(self._predictor, name)
 
 
-def propose_masks(image, predictor=None, **options):
+def propose_masks(image, predictor=None, rgb=None, **options):
     """SAM2's automatic mask proposals for an image (sam2's SAM2AutomaticMaskGenerator.generate).
 
     Runs on the segmenter's model and its encoding of the image (set_image is shared with point prompts).
-    options override PROPOSAL_OPTIONS. Returns the generator's records (segmentation bool [H, W] at the
+    options override PROPOSAL_OPTIONS; rgb: the image as load_image_rgb reads it, when the caller has it.
+    Returns the generator's records (segmentation bool [H, W] at the
     working size, bbox XYWH, area, predicted_iou, stability_score, point_coords), best first.
     """
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
@@ -339,7 +340,7 @@ def propose_masks(image, predictor=None, **options):
     seg.set_image(image, name=str(image) if isinstance(image, (str, Path)) else None)
     generator = SAM2AutomaticMaskGenerator(seg.predictor.model, **{**PROPOSAL_OPTIONS, **options})
     generator.predictor = _EncodedPredictor(seg.predictor)
-    rgb = np.array(load_image_rgb(image))
+    rgb = np.array(load_image_rgb(image) if rgb is None else rgb)
     with torch.no_grad(), seg._autocast():
         records = generator.generate(rgb)
     return sorted(records, key=lambda r: -r["predicted_iou"] * r["stability_score"])
@@ -398,23 +399,23 @@ def segment_by_text(image, name, text=None, other_names=(), predictor=None, clip
     info: prompts, every candidate's box (file pixels), area, SAM2 scores and P(object), the chosen indices.
     proposals: precomputed propose_masks records (tests inject their own).
     """
-    from util import load_clip, open_image
+    from util import load_clip
     if clip_model is None:
         clip_model, preprocess = load_clip()
     text = text or prompt_template.format(name)
     prompts = [text] + [prompt_template.format(o) for o in other_names if o != name] + list(BACKGROUND_PROMPTS)
     prompts = list(dict.fromkeys(prompts))
-    records = propose_masks(image, predictor, **options) if proposals is None else list(proposals)
+    rgb, original = open_image(image)   # read once: the proposals, the crops and the boxes' scale all use it
+    records = propose_masks(image, predictor, rgb=rgb, **options) if proposals is None else list(proposals)
     records = [r for r in records if r["area"] > 0][:MAX_PROPOSALS]   # an empty proposal is no object
     where = Path(image).name if isinstance(image, (str, Path)) else "the image"
     if not records:
         raise NoMatchError(f"SAM2 proposed no mask in {where}, so '{name}' cannot be found by name. Give it SAM2 "
                            f"points instead: python verify_masks.py --image {image} --interactive --name {name}")
-    probs = score_proposals(proposal_crops(image, records), prompts, clip_model, preprocess)
+    probs = score_proposals(proposal_crops(rgb, records), prompts, clip_model, preprocess)
     p_object = probs[:, 0]
     order = torch.argsort(p_object, descending=True).tolist()
     best = order[0]
-    rgb, original = open_image(image)
     to_file = original[0] / rgb.width
     candidates = [{"index": i, "bbox_xywh": [round(v * to_file, 1) for v in r["bbox"]],
                    "area_fraction": round(float(r["area"]) / (rgb.width * rgb.height), 4),

@@ -59,33 +59,32 @@ def describe_mask(mask):
     return f"{int(on.sum())} pixels ({on.mean() * 100:.1f}% of {on.shape[1]} x {on.shape[0]})"
 
 
-def save_unique_figure(image, mask, out_dir, points, labels, title=None, stem=None):
-    """Save the 3-panel figure under a new name in out_dir and return its path; never overwrites."""
+def save_under_new_name(out_dir, base, save):
+    """save(path) at the first free out_dir/base[_i].png and return that path; never overwrites.
+
+    save must create its file exclusively (the figure writers open with 'xb'), so a name taken between the
+    check and the write raises FileExistsError and the next name is tried.
+    """
     out_dir = Path(out_dir)
-    stem = safe_name(stem or (Path(image).stem if isinstance(image, (str, Path)) else "image"))
-    x0, y0 = points[0] if len(points) else (0, 0)
-    base = f"{stem}_x{_num(x0)}_y{_num(y0)}_n{len(points)}_{datetime.now():%Y%m%d-%H%M%S}"
     for i in range(10000):
         path = out_dir / (base + (f"_{i}" if i else "") + ".png")
         if path.exists():
             continue
         try:
-            save_mask_figure(image, mask, path, points=points, labels=labels, title=title)
+            save(path)
             return path
         except FileExistsError:   # someone took the name between the check and the write
             continue
     raise RuntimeError(f"could not find a new file name for {base}.png in {out_dir}")
 
 
-def unique_path(out_dir, base):
-    """A new file name out_dir/base[_i].png: never an existing one."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for i in range(10000):
-        path = out_dir / (base + (f"_{i}" if i else "") + ".png")
-        if not path.exists():
-            return path
-    raise RuntimeError(f"could not find a new file name for {base}.png in {out_dir}")
+def save_unique_figure(image, mask, out_dir, points, labels, title=None, stem=None):
+    """Save the 3-panel figure under a new name in out_dir and return its path; never overwrites."""
+    stem = safe_name(stem or (Path(image).stem if isinstance(image, (str, Path)) else "image"))
+    x0, y0 = points[0] if len(points) else (0, 0)
+    base = f"{stem}_x{_num(x0)}_y{_num(y0)}_n{len(points)}_{datetime.now():%Y%m%d-%H%M%S}"
+    return save_under_new_name(out_dir, base, lambda path: save_mask_figure(image, mask, path, points=points,
+                                                                             labels=labels, title=title))
 
 
 def find_by_name(image_path, name, text=None, other_names=(), predictor=None, clip=None, out_dir=DEFAULT_OUT,
@@ -99,8 +98,9 @@ def find_by_name(image_path, name, text=None, other_names=(), predictor=None, cl
                                  clip_model=clip_model, preprocess=preprocess, min_score=min_score, union=union,
                                  **options)
     stem = safe_name(Path(image_path).stem if isinstance(image_path, (str, Path)) else "image")
-    path = unique_path(out_dir, f"{stem}_text-{safe_name(name)}_{datetime.now():%Y%m%d-%H%M%S}")
-    save_proposals_figure(image_path, mask, info, path=path, title=title or f"{image_path}: '{info['text']}'")
+    path = save_under_new_name(out_dir, f"{stem}_text-{safe_name(name)}_{datetime.now():%Y%m%d-%H%M%S}",
+                               lambda path: save_proposals_figure(image_path, mask, info, path=path,
+                                                                  title=title or f"{image_path}: '{info['text']}'"))
     print(f"CLIP prompt {info['text']!r} against {len(info['prompts']) - 1} others; {len(info['candidates'])} SAM2 "
           f"proposals scored")
     for rank, c in enumerate(info["candidates"][:5], start=1):

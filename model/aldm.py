@@ -95,7 +95,7 @@ def verify_audioldm_folder(folder):
 
 @functools.lru_cache(maxsize=None)
 def _load_audioldm(device_str):
-    from diffusers import AudioLDMPipeline, DDIMScheduler
+    from diffusers import AudioLDMPipeline
 
     folder = hf_model_dir("audioldm")
     device = torch.device(device_str)
@@ -112,8 +112,7 @@ def _load_audioldm(device_str):
             f"  The local copy looks incomplete. Fix, on a machine with internet: python -m model.checkpoints audioldm"
         ) from err
     check_tokenizer(pipe.tokenizer, pipe.text_encoder, where=f"the tokenizer in {folder}")
-    # the original samples with DDIM; from_config keeps the repo's betas and timestep offset
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    # the original samples with DDIM; from_config of the repo's scheduler config keeps its betas and offset
     use_sampler(pipe, "ddim")
     pipe.set_progress_bar_config(desc="AudioLDM", leave=False)
     return pipe.to(device)

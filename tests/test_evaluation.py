@@ -7,6 +7,7 @@ import torch
 from scipy.stats import entropy
 
 import evaluation as ev
+import release_formats as rf
 from model.checkpoints import CheckpointError
 
 SR = 16000
@@ -119,16 +120,15 @@ def test_label_probabilities():
         ev.label_probabilities(audio[:, :10], text)
 
 
-def test_score_audios(clap):
-    audios = {"baseline_original": tone(440), "baseline_edited": noise(0), "manipulated": tone(880)}
-    s = ev.score_audios(audios, LABELS, clap, sample_rate=SR)
-    assert s["labels"] == LABELS and list(s["probs"]) == list(audios) and list(s["audio_embs"]) == list(audios)
-    for name in audios:
-        assert len(s["probs"][name]) == 3 and abs(sum(s["probs"][name]) - 1) < 1e-5
-        assert s["audio_embs"][name].shape == (512,) and abs(np.linalg.norm(s["audio_embs"][name]) - 1) < 1e-5
+def test_clap_scores_of_a_run(clap):
+    audio = np.stack([[tone(440), noise(0), tone(880)]])
+    s = ev.score_run(audio, ["dog", "cat", "duck"], ev.tiny_ast(), clap, {}, {"dog": DOG, "cat": CAT, "duck": DUCK}, SR)
+    assert s["clap_labels"] == LABELS and s["clap_probs"].shape == (1, 3, 3) and s["clap_embs"].shape == (1, 3, 512)
+    np.testing.assert_allclose(s["clap_probs"].sum(-1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(s["clap_embs"], axis=-1), 1, atol=1e-5)
     assert s["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-5)   # the untrained model's initial scale
     with pytest.raises(ValueError, match="distinct"):
-        ev.score_audios(audios, [DOG, DOG], clap)
+        ev.score_run(audio, ["dog", "cat"], ev.tiny_ast(), clap, {}, {"dog": DOG, "cat": DOG}, SR)
 
 
 # -----------------------------------------------------------------------------
@@ -452,31 +452,11 @@ def test_load_clap_weights_rejects_wrong_files(tmp_path, clap):
         ev.load_clap_weights(clap.model, tmp_path / "fusion.pt")
 
 
-def clap_training_checkpoint(state_dict_with_prefix, n_optimizer_states=2):
-    """LAION-CLAP's release format: what laion's training script torch.saves at the end of an epoch.
-
-    {'epoch', 'name', 'state_dict' (DistributedDataParallel keys: 'module.' + ..., including the stale
-    text_branch.embeddings.position_ids buffer), 'optimizer'} with an AdamW state and param_groups whose 'lr'
-    (and 'initial_lr') the cosine schedule left as numpy.float64: the reason weights_only=True alone refuses it.
-    """
-    state = dict(state_dict_with_prefix)
-    state["module.text_branch.embeddings.position_ids"] = torch.arange(514)[None]
-    first = [v for v in state.values() if v.is_floating_point()][:n_optimizer_states]
-    optimizer = {"state": {i: {"step": torch.tensor(1000.0), "exp_avg": torch.zeros_like(v),
-                               "exp_avg_sq": torch.zeros_like(v)} for i, v in enumerate(first)},
-                 "param_groups": [{"lr": np.float64(9.87e-5), "initial_lr": np.float64(1e-4), "betas": (0.9, 0.99),
-                                   "eps": 1e-9, "weight_decay": 0.0, "amsgrad": False, "maximize": False,
-                                   "foreach": None, "capturable": False, "differentiable": False, "fused": None,
-                                   "params": list(range(len(first)))}]}
-    return {"epoch": 45, "name": "2022_12_12-HTSAT-tiny-roberta-630k+audioset", "state_dict": state,
-            "optimizer": optimizer}
-
-
 def test_clap_training_checkpoint_loads_weights_only_and_nothing_else_does(tmp_path, clap, capsys):
     """Issue 9.1: the release's numpy.float64 learning rate must not stop a weights-only load."""
     path = tmp_path / "630k-audioset-best.pt"
-    saved = {"module." + k: v.clone() for k, v in clap.model.state_dict().items()}
-    torch.save(clap_training_checkpoint(saved), path)
+    saved = {k: v.clone() for k, v in clap.model.state_dict().items()}
+    torch.save(rf.clap_training_checkpoint(saved), path)   # LAION-CLAP's release format (tests/release_formats.py)
     # the format the issue describes: plain weights_only=True refuses it because of the numpy scalar
     with pytest.raises(Exception, match="numpy.core.multiarray.scalar"):
         torch.load(path, weights_only=True)
@@ -488,21 +468,12 @@ def test_clap_training_checkpoint_loads_weights_only_and_nothing_else_does(tmp_p
 
     # still weights-only: a pickled function in the optimizer state is refused with its name, and never runs
     marker = tmp_path / "ran"
-    evil = clap_training_checkpoint(saved)
-    evil["optimizer"]["param_groups"][0]["lr"] = RunsCode(marker)
+    evil = rf.clap_training_checkpoint(saved)
+    evil["optimizer"]["param_groups"][0]["lr"] = rf.RunsCode(marker)
     torch.save(evil, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError, match=r"unsupported global posix\.system") as err:
         ev.load_clap_weights(model, tmp_path / "evil.pt")
     assert not marker.exists() and "truncated" not in str(err.value)
-
-
-class RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-        return os.system, (f"touch {self.marker}",)
 
 
 def test_real_architecture_loads_official_key_format(tmp_path):
@@ -523,9 +494,9 @@ def test_real_architecture_loads_official_key_format(tmp_path):
     assert ours["text_branch.embeddings.word_embeddings.weight"] == (50265, 768)
     assert 150e6 < sum(p.numel() for p in model.parameters()) < 160e6
 
-    saved = {"module." + k: v.clone() for k, v in model.state_dict().items()}
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
     path = tmp_path / "630k-audioset-best.pt"
-    torch.save(clap_training_checkpoint(saved), path)
+    torch.save(rf.clap_training_checkpoint(saved), path)
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
@@ -533,5 +504,5 @@ def test_real_architecture_loads_official_key_format(tmp_path):
     path.unlink()
     for key in ["text_branch.encoder.layer.11.output.dense.weight", "audio_branch.layers.2.blocks.5.mlp.fc1.weight",
                 "audio_projection.2.bias", "logit_scale_a"]:
-        torch.testing.assert_close(model.state_dict()[key], saved["module." + key], rtol=0, atol=0)
+        torch.testing.assert_close(model.state_dict()[key], saved[key], rtol=0, atol=0)
     assert model.text_branch.encoder.layer[0].attention.self.query.weight.abs().sum() > 0
