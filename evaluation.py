@@ -7,22 +7,34 @@ and seed from:
 - the verdict's scorer, the plan's "audio classifier": an AudioSet tagger, the Audio Spectrogram Transformer
   (MIT/ast-finetuned-audioset-10-10-0.4593, through transformers). Each AudioSet class has its own sigmoid,
   so scores of different sources do not compete; a source's score is the max over its AudioSet classes
-  (AUDIO_CLASSES in main.py). A source with no AudioSet class is judged on CLAP's score and marked so.
+  (AUDIO_CLASSES in main.py). A source with no AudioSet class is left to the CLAP view and listed so.
 - a second view, LAION-CLAP zero-shot (HTSAT-tiny + RoBERTa, 630k-audioset-best.pt): a softmax over a closed
   list of text labels. Weaker evidence: raising P(added) pushes every other label down, and CLAP is the same
   model family as the embedding that conditions AudioLDM, so it partly measures itself.
 
-Each check is a paired difference per seed, manipulated - baseline_original, reported as mean ± std, a
-t-based 95% confidence interval and the fraction of seeds where it holds:
+The verdict answers two questions, each paired per seed and by each scorer on its own (no number ever
+mixes the two):
 
-    added_increased              score(added) goes up
-    removed_decreased            score(removed) goes down
+1. Method's own effect (the headline): manipulated - baseline_edited. Both rows carry I_1's YOLO crops and
+   draw the same noise; only slot 0 differs (E_final vs plain CLIP of I_1), so this is what the SVD
+   manipulation did beyond what plain I_1 does. With the method switched off it must read 'no effect'.
+2. Edit followed (the plan's step 9): manipulated - baseline_original. Plain I_1 passes most of this by
+   itself, since its crops already hold the added object and lack the removed one.
+
+Checks of each question, reported as mean ± std, a t-based 95% confidence interval and the fraction of
+seeds where the check holds:
+
+    removed_decreased            score(removed) goes down (by more than the effect floor)
+    added_increased              score(added) goes up (by more than the effect floor)
     kept_within_tolerance:<s>    |change of score(s)| <= tolerance, for each kept source
-    (CLAP view only) closer_to_edited_clap / closer_to_edited_kl: the manipulated audio is nearer to
-    baseline_edited than to baseline_original in CLAP audio space / in label distribution
+    contrast                     (change of added) - (change of removed) > 0: the sweep ranks by this
 
-A check passes when its mean is on the expected side and is 'confident' when its whole interval is. A
-failing check is a research result, not an error.
+Statuses, the same in the printout, run.json, results.json, sweep.csv and pairs.csv: PASS (the whole
+interval on the expected side and beyond the floor EVAL_MIN_EFFECT; inside the tolerance for a kept
+source), weak (only the mean is), FAIL (the mean is on the wrong side), no effect (an up/down mean below
+the floor: float noise is not a result). One seed has no interval, so it is never PASS. A failing check
+is a research result, not an error. CLAP also reports whether the manipulated audio lies nearer to
+baseline_edited than to baseline_original (embedding cosine distance, label-distribution KL).
 
 The CLAP model is built here instead of through laion_clap.CLAP_Module because that class downloads
 roberta-base weights in its constructor and unpickles its checkpoint with weights_only=False; we build the
@@ -470,7 +482,7 @@ def resolve_audio_classes(sources, class_map, labels):
             raise ValueError(f"AUDIO_CLASSES[{source!r}]: the classifier has no class " + "; ".join(hints)
                              + ". Use the exact AudioSet display names (model/audioset_labels.csv)")
         if not names:
-            notes.append(f"'{source}' has no AudioSet class: its checks use CLAP's score instead")
+            notes.append(f"'{source}' has no AudioSet class: only the CLAP view judges it")
         resolved[source] = list(names)
     return resolved, notes
 
@@ -557,11 +569,18 @@ def score_run(audio, sources, classifier, clap, class_map, clap_labels, sample_r
         raise ValueError(f"audio must be [seeds, rows, samples], got shape {audio.shape}")
     S, R, _ = audio.shape
     flat = list(audio.reshape(S * R, -1))
+    # equal audios are scored once: a batched network gives two equal rows of a batch slightly different
+    # outputs, and a method that changed nothing must score exactly nothing
+    first = {}
+    same_as = [first.setdefault(a.tobytes(), i) for i, a in enumerate(flat)]
+    drawn = sorted(set(same_as))
+    column = [drawn.index(j) for j in same_as]
+    unique = [flat[i] for i in drawn]
     resolved, notes = resolve_audio_classes(sources, class_map, classifier.labels)
-    class_probs = classifier.class_probabilities(flat, sample_rate)
+    class_probs = classifier.class_probabilities(unique, sample_rate)[column]
     per_source = {s: v.reshape(S, R) for s, v in source_scores(class_probs, resolved, classifier.labels).items()}
     labels = clap_label_list(sources, clap_labels)
-    embs = clap.audio_embeddings(flat, sample_rate)
+    embs = clap.audio_embeddings(unique, sample_rate)[column]
     probs = label_probabilities(embs, clap.text_embeddings(labels), clap.logit_scale).double().numpy()
     return {"classifier": per_source, "classes": resolved, "classifier_name": classifier.name,
             "clap_probs": probs.reshape(S, R, -1), "clap_labels": labels,
@@ -571,21 +590,39 @@ def score_run(audio, sources, classifier, clap, class_map, clap_labels, sample_r
 
 
 # -----------------------------------------------------------------------------
-# the verdict: paired differences over seeds
+# the verdict: two questions, paired differences over seeds
 
 EXPECT = {"up": "> 0", "down": "< 0", "same": "within the tolerance"}
+STATUSES = ("PASS", "weak", "FAIL", "no effect")
+# PASS: the whole 95% interval is on the expected side and beyond the effect floor (inside +-tolerance for a
+# kept source); weak: only the mean is; FAIL: the mean is on the wrong side (outside the tolerance);
+# no effect: an up/down change whose mean is below the floor (float noise is not a result)
+
+# the two questions each verdict answers; the first is the headline
+QUESTIONS = {
+    "method_effect": dict(title="Method's own effect", base="baseline_edited", short="effect",
+                          about="manipulated vs baseline_edited: same crops and noise, only slot 0 differs, so "
+                                "this is what the SVD manipulation did beyond plain I_1"),
+    "edit_followed": dict(title="Edit followed", base="baseline_original", short="edit",
+                          about="manipulated vs baseline_original: the plan's step 9 (plain I_1 passes most of "
+                                "it by itself: its crops already changed)"),
+}
+SCORERS = {"classifier": "audioset", "clap": "clap"}
+STATUS_COLOURS = {"PASS": "tab:green", "weak": "tab:olive", "FAIL": "tab:red", "no effect": "0.45"}   # view key -> the short name used in table columns
 
 
-def paired_stats(deltas, expect, tolerance=0.0, confidence=0.95):
+def paired_stats(deltas, expect, tolerance=0.0, confidence=0.95, min_effect=0.0):
     """Statistics of paired differences (one per seed) for a check that expects them up, down or the same.
 
     Returns mean, std (ddof 1), a t-based confidence interval of the mean (None for one seed), the fraction
-    of seeds where the check holds, passed (the mean is on the expected side) and confident (the whole
-    interval is: above 0, below 0, or inside +-tolerance).
+    of seeds where the check holds (beyond the floor min_effect for up/down, within +-tolerance for same)
+    and the status (STATUSES). One seed has no interval, so it is never PASS.
     """
     from scipy.stats import t as student_t
     if expect not in EXPECT:
         raise ValueError(f"expect must be one of {list(EXPECT)}, got {expect!r}")
+    if not 0 <= min_effect < 1:
+        raise ValueError(f"min_effect is a difference in [0, 1), got {min_effect!r}")
     d = np.asarray(deltas, dtype=np.float64).ravel()
     if d.size == 0 or not np.isfinite(d).all():
         raise ValueError(f"deltas must be finite numbers, got {deltas!r}")
@@ -595,30 +632,83 @@ def paired_stats(deltas, expect, tolerance=0.0, confidence=0.95):
     if n > 1:
         half = float(student_t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
         ci = [mean - half, mean + half]
-    holds = {"up": d > 0, "down": d < 0, "same": np.abs(d) <= tolerance}[expect]
-    passed = {"up": mean > 0, "down": mean < 0, "same": abs(mean) <= tolerance}[expect]
-    confident = ci is not None and {"up": ci[0] > 0, "down": ci[1] < 0,
-                                    "same": ci[0] >= -tolerance and ci[1] <= tolerance}[expect]
+    if expect == "same":
+        holds = np.abs(d) <= tolerance
+        status = ("PASS" if ci is not None and ci[0] >= -tolerance and ci[1] <= tolerance
+                  else "weak" if abs(mean) <= tolerance else "FAIL")
+    else:
+        sign = 1.0 if expect == "up" else -1.0
+        holds = sign * d > min_effect
+        near = None if ci is None else (ci[0] if expect == "up" else -ci[1])   # the bound nearest to zero
+        if mean == 0 or abs(mean) < min_effect:
+            status = "no effect"
+        elif sign * mean < 0:
+            status = "FAIL"
+        else:
+            status = "PASS" if near is not None and near > min_effect else "weak"
     return {"deltas": [float(x) for x in d], "mean": mean, "std": std, "ci95": ci, "n": n,
-            "fraction_holds": float(holds.mean()), "passed": bool(passed), "confident": bool(confident),
-            "expect": expect, "tolerance": float(tolerance) if expect == "same" else None}
+            "fraction_holds": float(holds.mean()), "status": status, "expect": expect,
+            "tolerance": float(tolerance) if expect == "same" else None,
+            "min_effect": float(min_effect) if expect != "same" else None}
 
 
-def _source_checks(score, roles, tolerance):
-    """added up, removed down, each kept source the same: score(source) -> {audio name: [S] values}."""
-    checks = {}
-    jobs = [("added_increased", roles["added"], "up"), ("removed_decreased", roles["removed"], "down")]
+def overall_status(checks):
+    """One status for a set of checks: FAIL if any fails, PASS if all pass, 'no effect' if every up/down
+    check is no effect (kept sources staying put is then what nothing happening looks like), else weak."""
+    statuses = [c["status"] for c in checks.values()]
+    moving = [c["status"] for c in checks.values() if c["expect"] != "same"]
+    if not statuses:
+        return "no checks"
+    if "FAIL" in statuses:
+        return "FAIL"
+    if moving and all(s == "no effect" for s in moving):
+        return "no effect"
+    return "PASS" if all(s == "PASS" for s in statuses) else "weak"
+
+
+def _view(scorer, checks, contrast, extra=None):
+    counts = {s: sum(c["status"] == s for c in checks.values()) for s in STATUSES}
+    return {"scorer": scorer, "checks": checks, "status": overall_status(checks), "counts": counts,
+            "contrast": contrast, **(extra or {})}
+
+
+def compare_rows(scores, roles, base, test, tolerance=0.05, min_effect=0.01, names=("base", "test")):
+    """Row `test` against row `base` of score_run's table, paired per seed, for each scorer on its own.
+
+    Checks: added_increased (score(added) test - base > 0), removed_decreased (< 0), kept_within_tolerance:<s>
+    (|change| <= tolerance); and the contrast (change of added) - (change of removed), expected > 0.
+    The classifier view holds only sources with an AudioSet class (never a CLAP number); the CLAP view holds
+    every source. names: what base and test are called in the descriptions.
+    Returns {"base", "test", "classifier": view, "clap": view}; a view is {scorer, checks, status, counts, contrast}.
+    """
+    if not 0 <= tolerance <= 1:
+        raise ValueError(f"tolerance is a probability difference in [0, 1], got {tolerance!r}")
+    check_roles(roles)
+    clap_index = scores["clap_source_index"]
+    tables = {"classifier": ("P_audioset", {s: v[:, [base, test]] for s, v in scores["classifier"].items()}),
+              "clap": ("P_clap", {s: scores["clap_probs"][:, [base, test], i] for s, i in clap_index.items()})}
+    jobs = [("removed_decreased", roles["removed"], "down"), ("added_increased", roles["added"], "up")]
     jobs += [(f"kept_within_tolerance:{k}", k, "same") for k in roles["kept"]]
-    for check, source, expect in jobs:
-        values = score(source)
-        if values is None:
-            continue
-        o, e, m = (np.asarray(values[n], dtype=np.float64) for n in AUDIO_NAMES)
-        checks[check] = {"source": source, "scorer": values["scorer"],
-                         "description": f"{values['what']}({source}): manipulated - baseline_original {EXPECT[expect]}",
-                         "original": o.tolist(), "edited": e.tolist(), "manipulated": m.tolist(),
-                         **paired_stats(m - o, expect, tolerance)}
-    return checks
+    out = {"base": names[0], "test": names[1]}
+    for view, (what, table) in tables.items():
+        checks = {}
+        for check, source, expect in jobs:
+            if source not in table:
+                continue
+            b, t = (np.asarray(table[source][:, i], dtype=np.float64) for i in (0, 1))
+            checks[check] = {"source": source,
+                             "description": f"{what}({source}): {names[1]} - {names[0]} {EXPECT[expect]}",
+                             names[0]: b.tolist(), names[1]: t.tolist(),
+                             **paired_stats(t - b, expect, tolerance, min_effect=min_effect)}
+        contrast = None
+        if roles["added"] in table and roles["removed"] in table:
+            d = lambda s: np.diff(np.asarray(table[s], dtype=np.float64), axis=1)[:, 0]   # noqa: E731
+            contrast = {"description": f"change of {what}({roles['added']}) - change of {what}({roles['removed']}) > 0",
+                        **paired_stats(d(roles["added"]) - d(roles["removed"]), "up", min_effect=min_effect)}
+        name = scores["classifier_name"] if view == "classifier" else scores["clap_name"]
+        missing = [s for s in [roles["removed"], roles["added"], *roles["kept"]] if s not in table]
+        out[view] = _view(name, checks, contrast, {"not_judged": missing} if missing else None)
+    return out
 
 
 def check_roles(roles):
@@ -633,53 +723,41 @@ def check_roles(roles):
     return roles
 
 
-def build_verdict(scores, roles, tolerance=0.05, rows=(0, 1, 2)):
-    """The plan's three expected results, on the classifier's scores (the verdict) and on CLAP's (a second view).
+def build_verdict(scores, roles, tolerance=0.05, rows=(0, 1, 2), min_effect=0.01):
+    """The two questions, each by the classifier and by CLAP (a second view), paired per seed.
 
     scores: score_run's dict; roles: {'removed': name, 'added': name, 'kept': [names]}; rows: which rows of
-    scores are (baseline_original, baseline_edited, manipulated). Sources without an AudioSet class are
-    judged on CLAP's probability in the verdict too (marked scorer='clap').
+    scores are (baseline_original, baseline_edited, manipulated). min_effect: the floor below which an up/down
+    change is 'no effect' (the CLAP distance checks use the same floor, in their own units). The headline is the method's own effect by the classifier (CLAP when the classifier
+    judges neither the added nor the removed source).
     """
-    if not 0 <= tolerance <= 1:
-        raise ValueError(f"tolerance is a probability difference in [0, 1], got {tolerance!r}")
-    check_roles(roles)
-    rows = list(rows)
-    clap_probs, clap_index = scores["clap_probs"][:, rows], scores["clap_source_index"]
-
-    def clap_score(source):
-        v = clap_probs[:, :, clap_index[source]]
-        return {"scorer": "clap", "what": "P_clap", **{n: v[:, i] for i, n in enumerate(AUDIO_NAMES)}}
-
-    def classifier_score(source):
-        if source not in scores["classifier"]:
-            return clap_score(source)
-        v = scores["classifier"][source][:, rows]
-        return {"scorer": "classifier", "what": "P_audioset",
-                **{n: v[:, i] for i, n in enumerate(AUDIO_NAMES)}}
-
-    primary = _source_checks(classifier_score, roles, tolerance)
-    second = _source_checks(clap_score, roles, tolerance)
-    embs = scores["clap_embs"][:, rows]
+    o, e, m = rows
+    result = {q: compare_rows(scores, roles, {"method_effect": e, "edit_followed": o}[q], m, tolerance, min_effect,
+                              names=(QUESTIONS[q]["base"], "manipulated")) for q in QUESTIONS}
+    embs, clap_probs = scores["clap_embs"][:, [o, e, m]], scores["clap_probs"][:, [o, e, m]]
     d_orig = np.array([_cosine_distance(x[2], x[0]) for x in embs])
     d_edit = np.array([_cosine_distance(x[2], x[1]) for x in embs])
-    second["closer_to_edited_clap"] = {
-        "scorer": "clap", "description": "CLAP audio cosine distance: d(manip, original) - d(manip, edited) > 0",
-        "to_original": d_orig.tolist(), "to_edited": d_edit.tolist(), **paired_stats(d_orig - d_edit, "up")}
     kl_orig = np.array([_kl(p[0], p[2]) for p in clap_probs])
     kl_edit = np.array([_kl(p[1], p[2]) for p in clap_probs])
-    second["closer_to_edited_kl"] = {
-        "scorer": "clap", "description": "KL(P_original || P_manip) - KL(P_edited || P_manip) > 0, in nats",
-        "kl_original": kl_orig.tolist(), "kl_edited": kl_edit.tolist(), **paired_stats(kl_orig - kl_edit, "up")}
-
-    def summary(checks):
-        n = sum(c["passed"] for c in checks.values())
-        return {"checks": checks, "n_passed": n, "n_checks": len(checks), "passed_all": n == len(checks),
-                "n_confident": sum(c["confident"] for c in checks.values())}
-
-    return {"verdict": {"scorer": scores["classifier_name"], **summary(primary)},
-            "clap_view": {"scorer": scores["clap_name"], **summary(second)},
-            "roles": {"removed": roles["removed"], "added": roles["added"], "kept": list(roles["kept"])},
-            "tolerance": float(tolerance), "n_seeds": int(clap_probs.shape[0])}
+    result["clap_distances"] = {
+        "closer_to_edited_clap": {
+            "description": "CLAP audio cosine distance: d(manip, original) - d(manip, edited) > 0",
+            "to_original": d_orig.tolist(), "to_edited": d_edit.tolist(),
+            **paired_stats(d_orig - d_edit, "up", min_effect=min_effect)},
+        "closer_to_edited_kl": {
+            "description": "KL(P_original || P_manip) - KL(P_edited || P_manip) > 0, in nats",
+            "kl_original": kl_orig.tolist(), "kl_edited": kl_edit.tolist(),
+            **paired_stats(kl_orig - kl_edit, "up", min_effect=min_effect)}}
+    view = result["method_effect"]["classifier"]
+    judged = view["checks"].keys() & {"added_increased", "removed_decreased"}
+    head_view = "classifier" if judged else "clap"
+    result["headline"] = {"question": "method_effect", "view": head_view,
+                          "scorer": result["method_effect"][head_view]["scorer"],
+                          "status": result["method_effect"][head_view]["status"]}
+    result.update(roles={"removed": roles["removed"], "added": roles["added"], "kept": list(roles["kept"])},
+                  tolerance=float(tolerance), min_effect=float(min_effect), n_seeds=int(clap_probs.shape[0]),
+                  scorers={"classifier": scores["classifier_name"], "clap": scores["clap_name"]})
+    return result
 
 
 def _num(x, signed=True):
@@ -696,23 +774,83 @@ def _pm(stats):
     return text
 
 
+def _stat_line(c):
+    ci = f"95% CI [{_num(c['ci95'][0])}, {_num(c['ci95'][1])}]" if c["ci95"] else "no CI with one seed"
+    return f"delta {_pm(c)}, {ci}, holds in {c['fraction_holds']:.0%} of seeds"
+
+
+VIEW_TITLES = {"classifier": "AudioSet classifier", "clap": "CLAP (second view)"}
+
+
 def format_verdict(result):
-    """The verdict and the CLAP view as a printable table (means ± stds over seeds, CIs, seeds that hold)."""
-    lines = []
-    for key, title in [("verdict", "Verdict (AudioSet classifier, independent per-class probabilities)"),
-                       ("clap_view", "CLAP view (second opinion: softmax over labels, the generator's own family)")]:
-        v = result[key]
-        lines.append(f"{title}: {v['n_passed']}/{v['n_checks']} checks hold on average over {result['n_seeds']} "
-                     f"seed(s), {v['n_confident']} with 95% confidence")
-        for name, c in v["checks"].items():
-            ci = (f"95% CI [{_num(c['ci95'][0])}, {_num(c['ci95'][1])}]" if c["ci95"] else "no CI with one seed")
-            # PASS: the whole interval is on the expected side; weak: only the mean is; FAIL: not even the mean
-            flag = "PASS" if c["confident"] else ("weak" if c["passed"] else "FAIL")
-            note = " (confident)" if c["confident"] else ""
-            via = " [CLAP: no AudioSet class]" if key == "verdict" and c["scorer"] == "clap" else ""
-            lines.append(f"  {flag}  {name:34s}{c['description']}{via}")
-            lines.append(f"        {'':34s}delta {_pm(c)}, {ci}, holds in {c['fraction_holds']:.0%} of seeds{note}")
+    """Both questions as a printable table, the method's own effect first (statuses, means ± stds, CIs)."""
+    head = result["headline"]
+    lines = [f"HEADLINE: method's own effect ({VIEW_TITLES[head['view']]}): {head['status']}   "
+             f"[floor {result['min_effect']:g}, kept tolerance {result['tolerance']:g}, {result['n_seeds']} seed(s)]"]
+    for q, info in QUESTIONS.items():
+        lines.append(f"\n{info['title']}: {info['about']}")
+        for view in ("classifier", "clap"):
+            v = result[q][view]
+            counts = ", ".join(f"{n} {s}" for s, n in v["counts"].items() if n)
+            lines.append(f"  {VIEW_TITLES[view]} [{v['scorer']}]: {v['status']}  ({counts or 'no checks'})")
+            items = list(v["checks"].items()) + ([("contrast", v["contrast"])] if v["contrast"] else [])
+            for name, c in items:
+                lines.append(f"    {c['status']:9s} {name:34s}{c['description']}")
+                lines.append(f"    {'':9s} {'':34s}{_stat_line(c)}")
+            if v.get("not_judged"):
+                lines.append(f"    (no AudioSet class, judged by CLAP only: {', '.join(v['not_judged'])})")
+    lines.append("\nCLAP embedding distances (manipulated nearer to baseline_edited than to baseline_original):")
+    for name, c in result["clap_distances"].items():
+        lines.append(f"    {c['status']:9s} {name:34s}{c['description']}")
+        lines.append(f"    {'':9s} {'':34s}{_stat_line(c)}")
     return "\n".join(lines)
+
+
+def _rows_of_view(question, view, v):
+    items = list(v["checks"].items()) + ([("contrast", v["contrast"])] if v["contrast"] else [])
+    for name, c in items:
+        lo, hi = c["ci95"] if c["ci95"] else (None, None)
+        yield {"question": question, "scorer": SCORERS.get(view, view), "check": name, "status": c["status"],
+               "mean": c["mean"], "std": c["std"], "ci_low": lo, "ci_high": hi,
+               "fraction_holds": c["fraction_holds"], "n": c["n"], "description": c["description"]}
+
+
+def verdict_rows(result):
+    """The verdict as a flat list of dicts (question, scorer, check, status, mean, std, ci_low, ci_high,
+    fraction_holds, n, description): the method's own effect first; for tables and the browser bench."""
+    rows = []
+    for q in QUESTIONS:
+        for view in ("classifier", "clap"):
+            rows += _rows_of_view(q, view, result[q][view])
+    rows += _rows_of_view("clap_distances", "clap", {"checks": result["clap_distances"], "contrast": None})
+    return rows
+
+
+def verdict_columns(result):
+    """One flat table row (sweep.csv, pairs.csv): '<effect|edit> <audioset|clap> <check> <field>' columns,
+    so that no column ever mixes the two scorers; plus each question's status per scorer."""
+    row = {}
+    for q, info in QUESTIONS.items():
+        for view, short in SCORERS.items():
+            v = result[q][view]
+            prefix = f"{info['short']} {short}"
+            row[f"{prefix} status"] = v["status"]
+            items = list(v["checks"].items()) + ([("contrast", v["contrast"])] if v["contrast"] else [])
+            for name, c in items:
+                row[f"{prefix} {name} status"] = c["status"]
+                row[f"{prefix} {name} mean"] = round(c["mean"], 6)
+                if c["ci95"]:
+                    row[f"{prefix} {name} ci_low"], row[f"{prefix} {name} ci_high"] = (round(x, 6) for x in c["ci95"])
+                row[f"{prefix} {name} fraction_holds"] = round(c["fraction_holds"], 4)
+    row["headline"] = result["headline"]["status"]
+    row["headline scorer"] = SCORERS[result["headline"]["view"]]
+    return row
+
+
+def headline_record(result):
+    """What run.json keeps of a verdict: the headline and each question's status per scorer."""
+    return {"headline": result["headline"], "min_effect": result["min_effect"], "tolerance": result["tolerance"],
+            **{q: {SCORERS[v]: result[q][v]["status"] for v in SCORERS} for q in QUESTIONS}}
 
 
 def format_scores(scores, sources, rows=(0, 1, 2)):
@@ -741,9 +879,10 @@ def _mean_std(x):
 def plot_scores(scores, sources, path, rows=(0, 1, 2), seeds=None, result=None):
     """Grouped bars (mean over seeds, error bar = std, dots = single seeds) for each scorer, and the verdict.
 
-    Left: the AudioSet classifier's score of each source; middle: CLAP's label probability; right (with a
-    build_verdict result): each check's paired difference manipulated - baseline_original, mean with its
-    95% interval, seeds as dots, the kept sources' tolerance band shaded. Writes a PNG.
+    Left: the AudioSet classifier's score of each source; next: CLAP's label probability; then (with a
+    build_verdict result) one panel per question, method's own effect first: each check's paired difference
+    (manipulated - baseline_edited, manipulated - baseline_original) by the headline's scorer, mean with its
+    95% interval and status, seeds as dots, the effect floor / kept tolerance band shaded. Writes a PNG.
     """
     from matplotlib.figure import Figure
     rows = list(rows)
@@ -751,8 +890,8 @@ def plot_scores(scores, sources, path, rows=(0, 1, 2), seeds=None, result=None):
                {s: scores["classifier"][s][:, rows] for s in sources if s in scores["classifier"]}),
               ("CLAP zero-shot probability (softmax over labels)",
                {s: scores["clap_probs"][:, rows, scores["clap_source_index"][s]] for s in sources})]
-    n_panels = 3 if result is not None else 2
-    fig = Figure(figsize=(max(6.5, 2.0 * len(sources) + 2) * n_panels, 4.6), layout="constrained")
+    n_panels = 2 + (len(QUESTIONS) if result is not None else 0)
+    fig = Figure(figsize=(max(4.8, 1.5 * len(sources) + 1.5) * n_panels, 5.0), layout="constrained")
     axes = fig.subplots(1, n_panels)
     width = 0.8 / len(AUDIO_NAMES)
     for ax, (title, table) in zip(axes, panels):
@@ -772,20 +911,24 @@ def plot_scores(scores, sources, path, rows=(0, 1, 2), seeds=None, result=None):
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
     if result is not None:
-        ax = axes[2]
-        checks = list(result["verdict"]["checks"].items())
-        for i, (name, c) in enumerate(checks):
-            colour = "tab:green" if c["confident"] else ("tab:olive" if c["passed"] else "tab:red")
-            lo, hi = c["ci95"] if c["ci95"] else (c["mean"], c["mean"])
-            ax.errorbar([i], [c["mean"]], yerr=[[c["mean"] - lo], [hi - c["mean"]]], fmt="o", color=colour, capsize=5)
-            ax.scatter(np.full(len(c["deltas"]), i + 0.12), c["deltas"], s=10, c="k", zorder=3)
-            if c["expect"] == "same":
-                ax.fill_between([i - 0.3, i + 0.3], -c["tolerance"], c["tolerance"], color="0.85", zorder=0)
-        ax.axhline(0, color="0.4", lw=0.8)
-        ax.set_xticks(range(len(checks)), [n.replace("kept_within_tolerance:", "kept: ") for n, _ in checks],
-                      rotation=12)
-        ax.set_title("Verdict: manipulated - baseline_original per seed, mean and 95% CI\n"
-                     "(green: whole CI on the expected side; olive: mean only; red: neither)", fontsize=9)
+        for ax, (q, info) in zip(axes[2:], QUESTIONS.items()):
+            view = result[q][result["headline"]["view"]]
+            checks = list(view["checks"].items()) + ([("contrast", view["contrast"])] if view["contrast"] else [])
+            for i, (name, c) in enumerate(checks):
+                lo, hi = c["ci95"] if c["ci95"] else (c["mean"], c["mean"])
+                ax.errorbar([i], [c["mean"]], yerr=[[c["mean"] - lo], [hi - c["mean"]]], fmt="o",
+                            color=STATUS_COLOURS[c["status"]], capsize=5)
+                ax.scatter(np.full(len(c["deltas"]), i + 0.12), c["deltas"], s=10, c="k", zorder=3)
+                band = c["tolerance"] if c["expect"] == "same" else c["min_effect"]
+                ax.fill_between([i - 0.3, i + 0.3], -band, band, color="0.85", zorder=0)
+                ax.annotate(c["status"], (i, hi), textcoords="offset points", xytext=(0, 6), ha="center",
+                            fontsize=8, color=STATUS_COLOURS[c["status"]])
+            ax.axhline(0, color="0.4", lw=0.8)
+            ax.set_xticks(range(len(checks)), [n.replace("kept_within_tolerance:", "kept: ") for n, _ in checks],
+                          rotation=12)
+            ax.set_title(f"{info['title']} ({VIEW_TITLES[result['headline']['view']]}): manipulated - "
+                         f"{info['base']}\nper seed, mean and 95% CI; grey: effect floor / kept tolerance\n"
+                         "green PASS, olive weak, red FAIL, grey no effect", fontsize=9)
     n = len(seeds) if seeds is not None else scores["clap_probs"].shape[0]
     fig.suptitle(f"Scores per source and audio: mean ± std over {n} seed(s), dots = single seeds", fontsize=10)
     with open(path, "xb") as f:
@@ -832,7 +975,7 @@ def plot_spectrograms(audios, sample_rate, path):
 # one run
 
 def evaluate_run(audio, seeds, roles, run_dir, classifier, clap, class_map=None, clap_labels=None,
-                 sample_rate=16000, tolerance=0.05, extra=None):
+                 sample_rate=16000, tolerance=0.05, extra=None, min_effect=0.01):
     """Score the three audios of every seed, print the verdict, write results.json, scores.png, spectrograms.png.
 
     audio: [S, 3, T] (seeds x baseline_original, baseline_edited, manipulated); seeds: the S seeds.
@@ -853,7 +996,7 @@ def evaluate_run(audio, seeds, roles, run_dir, classifier, clap, class_map=None,
     scores = score_run(audio, sources, classifier, clap, class_map or {}, clap_labels or {}, sample_rate)
     for note in scores["notes"]:
         print(f"  {note}")
-    result = build_verdict(scores, roles, tolerance)
+    result = build_verdict(scores, roles, tolerance, min_effect=min_effect)
     plot_scores(scores, sources, run_dir / "scores.png", seeds=seeds, result=result)
     plot_spectrograms(dict(zip(AUDIO_NAMES, audio[0])), sample_rate, run_dir / "spectrograms.png")
     results = {"seeds": [int(s) for s in seeds], "audios": list(AUDIO_NAMES), "sources": sources,

@@ -63,7 +63,8 @@ AUDIO_CLASSES = {
 # <name>"; extra entries are extra labels to choose from (distractors)
 EVAL_LABELS = {"cat": "a cat meowing", "astronaut": "a person talking", "rocket": "a rocket engine roaring"}
 EVAL_TOLERANCE = 0.05                # kept sources may move this much in probability and still pass, 0.0-0.2
-EVAL_SEEDS = 3                       # draws of the three audios (seeds SEED, SEED+1, ...), 1-20; 1 = one draw
+EVAL_SEEDS = 3                       # draws of the three audios (seeds SEED, SEED+1, ...), 1-100; 1 = one draw
+EVAL_MIN_EFFECT = 0.01               # effect floor: an up/down change of a probability below this is 'no effect', 0-0.2
 SVD_K = 5                            # top singular values to modify, 1-15 (must stay below the region's rank)
 SVD_ALPHA = 0.3                      # suppression factor for the removed object, 0.1-0.5 (1 = no effect)
 SVD_BETA = 1.5                       # boost factor for the added object, 1.1-3.0 (1 = no effect)
@@ -82,7 +83,7 @@ DURATION = 10.0                      # seconds of audio, 2.5-20 (AudioLDM was tr
 SAMPLER = "ddim"                     # 'ddim' (eta 1, the original's), 'dpmpp-2m', 'dpmpp-2m-sde' (faster)
 DDIM_STEPS = 200                     # denoising steps, 50-400 for ddim; each faster sampler has its own default
 GUIDANCE = 2.5                       # AudioLDM classifier-free guidance, 1.0-5.0
-AUDIO_BATCH = 8                      # audios per AudioLDM call, 1-32 (GPU memory)
+AUDIO_BATCH = 8                      # audios per AudioLDM call, 1-32 (GPU memory), in whole seeds (see step 7)
 SEED = 42                            # first seed: masks-to-audio repeat exactly for the same seed
 DEVICE = ""                          # '' = cuda if present, else mps, else cpu; or 'cuda', 'cuda:1', 'cpu'
 SMOKE = False                        # tiny random-weight models on the CPU: tests the plumbing, audio is noise
@@ -222,6 +223,8 @@ SETTING_RULES = {
     "TEXT_MIN_SCORE": ("float", 0.0, 1.0, "a probability in [0, 1]"),
     "EVAL_TOLERANCE": ("float", 0.0, 1.0, "a probability difference in [0, 1] (typical 0.0-0.2)"),
     "EVAL_SEEDS": ("int", 1, 100, "a whole number in 1-100 (typical 3-10)"),
+    "EVAL_MIN_EFFECT": ("float", 0.0, 0.2, "a probability difference in [0, 0.2] (typical 0.01; 0 = any change "
+                                           "counts)"),
     "CYCLE_ITS": ("int", 0, 100_000, "a whole number >= 0 (typical 0-128)"),
     "CYCLE_SAMPLES": ("int", 1, 100_000, "a whole number >= 1 (typical 1-128)"),
     "VAR_SAMPLES": ("int", 1, 100_000, "a whole number >= 1 (typical 1-128)"),
@@ -833,13 +836,24 @@ def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None):
     slots_manip = slots_base[1:2].repeat(len(emb_finals), 1, 1)
     slots_manip[:, 0] = emb_finals.to(slots_manip)   # plan step 8.2: our embedding is the global context
     slots = torch.cat([slots_base, slots_manip])
-    rows = [(s, r) for s in seeds for r in range(len(slots))]
+    # a row whose slots equal an earlier row's bit for bit (the method switched off: E_final is the plain CLIP
+    # of I_1) is drawn once and copied, so the two audios are identical rather than apart by float arithmetic
+    same_as = [next(j for j in range(r + 1) if torch.equal(slots[j], slots[r])) for r in range(len(slots))]
+    drawn = sorted(set(same_as))
+    rows = [(s, r) for s in seeds for r in drawn]
     steps = audio_steps(cfg)
     print(f"  slots {tuple(slots.shape)}: rows = baseline_original, baseline_edited, {len(emb_finals)} manipulated; "
           f"objects per image: {[len(d) for d in detections]}; {len(seeds)} seed(s) {seeds}; "
           f"{cfg['SAMPLER']} x {steps} steps" + ("; slot 0 pinned" if cfg["PIN_GLOBAL"] else ""))
     audio, claps = [], []
-    batch = max(1, int(cfg["AUDIO_BATCH"]))
+    # whole seeds per AudioLDM call: the rows of one seed share a batch, so the manipulated and baseline rows
+    # they are compared with go through the same batched arithmetic
+    batch = len(drawn) * max(1, int(cfg["AUDIO_BATCH"]) // len(drawn))
+    if len(drawn) > cfg["AUDIO_BATCH"]:
+        print(f"  note: a seed's {len(drawn)} rows go in one AudioLDM call, more than AUDIO_BATCH={cfg['AUDIO_BATCH']}")
+    if len(drawn) < len(slots):
+        print(f"  rows {[r for r in range(len(slots)) if same_as[r] != r]} have the same slots as rows "
+              f"{[same_as[r] for r in range(len(slots)) if same_as[r] != r]}: drawn once, copied")
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
         a, c = slots_to_audio(slots[[r for _, r in chunk]], models.ssv2a, models.aldm, its=cfg["CYCLE_ITS"],
@@ -850,8 +864,9 @@ def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None):
         claps.append(c)
         if len(rows) > batch:
             print(f"  audio {min(start + batch, len(rows))}/{len(rows)}")
-    audio = np.concatenate(audio).reshape(len(seeds), len(slots), -1)
-    claps = torch.cat(claps).reshape(len(seeds), len(slots), -1)
+    column = [drawn.index(j) for j in same_as]
+    audio = np.concatenate(audio).reshape(len(seeds), len(drawn), -1)[:, column]
+    claps = torch.cat(claps).reshape(len(seeds), len(drawn), -1)[:, column]
     print(f"  remix CLAPs {tuple(claps.shape)} -> audio {audio.shape} at {sample_rate(models)} Hz")
     return audio, claps, slots, detections
 
@@ -867,8 +882,12 @@ def e_final_reach(claps, row=2):
     distance is what E_final alone changed. claps: [S, rows, 512]; row: the manipulated row. Per seed + means.
     """
     import torch.nn.functional as F
-    d_edit = (1 - F.cosine_similarity(claps[:, row], claps[:, 1], dim=-1)).tolist()
-    d_orig = (1 - F.cosine_similarity(claps[:, row], claps[:, 0], dim=-1)).tolist()
+    claps = claps.double()   # float32 puts 1 - cos(x, x) at ~1e-7, the size of a real but small reach
+
+    def distance(other):     # equal rows (the method switched off) are 0, not 1 - cos's rounding
+        d = 1 - F.cosine_similarity(claps[:, row], claps[:, other], dim=-1)
+        return d.masked_fill((claps[:, row] == claps[:, other]).all(-1), 0.0).tolist()
+    d_edit, d_orig = distance(1), distance(0)
     return {"cosine_distance_to_baseline_edited": d_edit, "cosine_distance_to_baseline_original": d_orig,
             "mean_to_baseline_edited": sum(d_edit) / len(d_edit), "mean_to_baseline_original": sum(d_orig) / len(d_orig),
             "what": "1 - cos between SSV2A remix CLAP embeddings (before AudioLDM), per seed"}
@@ -881,29 +900,6 @@ def wav_name(name, seed, first_seed):
 
 # -----------------------------------------------------------------------------
 # the pipeline
-
-
-def generate_baseline_audio(images, models, cfg):
-    """The original SSV2A on each image (detect -> global + crop CLIPs -> cycle_mix -> AudioLDM): numpy [B, n]."""
-    from model.pipeline import image_to_audio
-    model, preprocess = models.clip
-    out = image_to_audio(images, model=models.ssv2a, aldm=models.aldm, yolo=models.yolo, clip_model=model,
-                         preprocess=preprocess, its=cfg["CYCLE_ITS"], samples=cfg["CYCLE_SAMPLES"],
-                         var_samples=cfg["VAR_SAMPLES"], duration=cfg["DURATION"], steps=audio_steps(cfg),
-                         guidance=cfg["GUIDANCE"], seed=cfg["SEED"], device=models.device)
-    return out["audio"]
-
-
-def manipulated_image_to_audio(edited, emb_final, models, cfg):
-    """SSV2A on I_1 with slot 0 = our manipulated embedding (plan step 8.2): numpy [n]."""
-    from model import pipeline
-    model, preprocess = models.clip
-    out = pipeline.manipulated_image_to_audio(
-        edited, emb_final, model=models.ssv2a, aldm=models.aldm, yolo=models.yolo, clip_model=model,
-        preprocess=preprocess, its=cfg["CYCLE_ITS"], samples=cfg["CYCLE_SAMPLES"], var_samples=cfg["VAR_SAMPLES"],
-        duration=cfg["DURATION"], steps=audio_steps(cfg), guidance=cfg["GUIDANCE"], seed=cfg["SEED"],
-        device=models.device)
-    return out["audio"][0]
 
 
 def main_pipeline(cfg, models, run_dir, images, prompts, record):
@@ -941,6 +937,7 @@ def main_pipeline(cfg, models, run_dir, images, prompts, record):
                     "patches_1": tok["patches_1"], "M_neg": M_neg.bool(), "M_pos": M_pos.bool(), "m_neg": m_neg,
                     "m_pos": m_pos, "emb_bg": emb_bg, "emb_suppress": emb_suppress, "emb_boost": emb_boost,
                     "emb_final": emb_final, "slots": slots, "claps": claps, "seeds": torch.tensor(seeds),
+                    "audio": torch.from_numpy(audio),   # float [seeds, rows, samples]: the wavs before 16-bit
                     "audio_rows": list(AUDIO_NAMES),
                     "boxes": [torch.tensor([d.box for d in dets], dtype=torch.float64).reshape(-1, 4)
                               for dets in detections]},
@@ -953,9 +950,8 @@ def main_pipeline(cfg, models, run_dir, images, prompts, record):
         print(f"\n=== Evaluation: AudioSet classifier and CLAP over {len(seeds)} seed(s) ===")
         with timer("evaluation"):
             results = evaluate(audio, seeds, cfg, prompts, models, run_dir, extra={"e_final_reach": reach})
-    record.update(timings_s=timer.seconds, verdict={
-        "passed_all": results["verdict"]["passed_all"], "n_passed": results["verdict"]["n_passed"],
-        "n_confident": results["verdict"]["n_confident"], "n_checks": results["verdict"]["n_checks"]})
+    import evaluation
+    record.update(timings_s=timer.seconds, verdict=evaluation.headline_record(results))
     return results
 
 
@@ -963,7 +959,8 @@ def evaluate(audio, seeds, cfg, prompts, models, run_dir, extra=None):
     import evaluation
     return evaluation.evaluate_run(audio, seeds, roles_of(cfg, prompts), run_dir, models.ast, models.clap,
                                    class_map=cfg["AUDIO_CLASSES"], clap_labels=cfg["EVAL_LABELS"],
-                                   sample_rate=sample_rate(models), tolerance=cfg["EVAL_TOLERANCE"], extra=extra)
+                                   sample_rate=sample_rate(models), tolerance=cfg["EVAL_TOLERANCE"], extra=extra,
+                                   min_effect=cfg["EVAL_MIN_EFFECT"])
 
 
 def detection_record(detections):
@@ -1071,51 +1068,43 @@ def run_sweep(cfg, models, run_dir, images, prompts, record):
                 scores = evaluation.score_run(audio, source_names(cfg, prompts), models.ast, models.clap,
                                               cfg["AUDIO_CLASSES"], cfg["EVAL_LABELS"], sr)
             for j, i in enumerate(members):
-                result = evaluation.build_verdict(scores, roles, cfg["EVAL_TOLERANCE"], rows=(0, 1, 2 + j))
+                result = evaluation.build_verdict(scores, roles, cfg["EVAL_TOLERANCE"], rows=(0, 1, 2 + j),
+                                                  min_effect=cfg["EVAL_MIN_EFFECT"])
                 reach = e_final_reach(claps, row=2 + j)
-                rows[i] = {**settings[i], **verdict_row(result),
+                rows[i] = {**settings[i], **evaluation.verdict_columns(result),
                            "reach_to_baseline_edited": round(reach["mean_to_baseline_edited"], 6),
                            "k_effective_suppress": infos[i]["suppress"]["k_effective"],
                            "k_effective_boost": infos[i]["boost"]["k_effective"],
                            "no_op": infos[i]["suppress"]["no_op"] or infos[i]["boost"]["no_op"],
                            "audio": wav_name(f"manipulated_{setting_name(settings[i])}", seeds[0], seeds[0])}
             all_claps[setting_name(dict(group))] = claps
+        rank_key = sweep_rank_key(rows)
+        rows.sort(key=lambda r: -r[rank_key + " mean"])
+        for rank, row in enumerate(rows, start=1):
+            row["rank"] = rank
         write_csv(run_file(run_dir, "sweep.csv"), rows)
-        plot_sweep_heatmap(rows, list(cfg["SWEEP"]), run_dir / "sweep_heatmap.png")
+        plot_sweep_heatmap(rows, list(cfg["SWEEP"]), run_dir / "sweep_heatmap.png", key=rank_key + " mean")
     torch.save({"settings": settings, "emb_final": torch.stack(emb_finals), "claps": all_claps, "seeds": seeds},
                run_dir / "embeddings.pt")
     record.update(settings=settings, timings_s=timer.seconds, detections=detection_record(detections))
-    best = max(rows, key=lambda r: r["target"])
-    best_setting = setting_name({k: best[k] for k in cfg["SWEEP"]})
-    print(f"\nBest target (P(added) - P(removed) of the manipulated audio, AudioSet classifier, mean over seeds) "
-          f"{best['target']:.4f} at {best_setting}")
+    print(f"\nSettings ranked by the method's own effect ({rank_key}: change of P(added) - change of P(removed), "
+          f"manipulated - baseline_edited, mean over {len(seeds)} seed(s)):")
+    for row in rows:
+        ci = (f"95% CI [{row[rank_key + ' ci_low']:+.4f}, {row[rank_key + ' ci_high']:+.4f}]"
+              if rank_key + " ci_low" in row else "no CI with one seed")
+        print(f"  {row['rank']:3d}. {setting_name({k: row[k] for k in cfg['SWEEP']}):40s} "
+              f"{row[rank_key + ' mean']:+.4f}  {ci}  {row[rank_key + ' status']}")
     print(f"Sweep table: {run_dir / 'sweep.csv'}; heat map: {run_dir / 'sweep_heatmap.png'}")
     return rows
 
 
-def verdict_row(result):
-    """One flat table row of a build_verdict result: per check its mean delta, CI, seeds that hold, pass flags."""
-    import numpy as np
-    row = {}
-    checks = result["verdict"]["checks"]
-    roles = result["roles"]
-    add, rem = checks.get("added_increased"), checks.get("removed_decreased")
-    if add and rem:
-        row["target"] = round(float(np.mean(np.array(add["manipulated"]) - np.array(rem["manipulated"]))), 6)
-    for view in ("verdict", "clap_view"):
-        prefix = "" if view == "verdict" else "clap "
-        for name, c in result[view]["checks"].items():
-            row[f"{prefix}{name} mean"] = round(c["mean"], 6)
-            if c["std"] is not None:
-                row[f"{prefix}{name} std"] = round(c["std"], 6)
-                row[f"{prefix}{name} ci_low"], row[f"{prefix}{name} ci_high"] = (round(v, 6) for v in c["ci95"])
-            row[f"{prefix}{name} fraction_holds"] = round(c["fraction_holds"], 4)
-            row[f"{prefix}{name} passed"] = c["passed"]
-            row[f"{prefix}{name} confident"] = c["confident"]
-        row[f"{prefix}passed_all"] = result[view]["passed_all"]
-        row[f"{prefix}checks passed"] = result[view]["n_passed"]
-    row["removed"], row["added"] = roles["removed"], roles["added"]
-    return row
+def sweep_rank_key(rows):
+    """The column prefix a sweep ranks by: the method's own effect contrast by the classifier, or by CLAP
+    when the classifier does not judge both the added and the removed source (never a mix of the two)."""
+    for key in ("effect audioset contrast", "effect clap contrast"):
+        if all(key + " mean" in r for r in rows):
+            return key
+    raise ValueError("no scorer judged both the added and the removed source in every setting")
 
 
 def write_csv(path, rows):
@@ -1126,7 +1115,7 @@ def write_csv(path, rows):
         writer.writerows(rows)
 
 
-def plot_sweep_heatmap(rows, names, path, key="target"):
+def plot_sweep_heatmap(rows, names, path, key="effect audioset contrast mean"):
     """Heat map of `key` over the first two swept constants (mean over any others); one row for one constant."""
     import numpy as np
     from matplotlib.figure import Figure
@@ -1152,7 +1141,8 @@ def plot_sweep_heatmap(rows, names, path, key="target"):
         for i in range(len(xs)):
             ax.text(i, j, f"{grid[j, i]:.3f}", ha="center", va="center", color="w", fontsize=8)
     extra = f" (mean over {', '.join(names[2:])})" if len(names) > 2 else ""
-    ax.set_title(f"P(added) - P(removed), manipulated, mean over seeds{extra}", fontsize=9)
+    ax.set_title(f"{key}{extra}\n(method's own effect: change of P(added) - change of P(removed), manipulated - "
+                 "baseline_edited, mean over seeds)", fontsize=8)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     with open(path, "xb") as f:
@@ -1237,6 +1227,7 @@ def prepare_manifest(cfg, manifest):
 def run_manifest(cfg, models, run_dir, manifest, prepared, record):
     """Each pair of the manifest in its own sub-folder (with its own run.json); failed pairs are reported."""
     import numpy as np
+    import evaluation
     rows, pairs, failures = prepared
     table = []
     print(f"Manifest {manifest}: {len(rows)} pairs, {len(pairs)} to run, {len(failures)} skipped")
@@ -1248,7 +1239,7 @@ def run_manifest(cfg, models, run_dir, manifest, prepared, record):
             with recorded_run(pair_dir, run_record(p_cfg, models, "run", images, prompts, notes)) as pair_record:
                 results = main_pipeline(p_cfg, models, pair_dir, images, prompts, pair_record)
             table.append({"pair": i, "original": str(images[0]), "edited": str(images[1]),
-                          "folder": pair_dir.name, **verdict_row(results)})
+                          "folder": pair_dir.name, **evaluation.verdict_columns(results)})
         except (UserError, ValueError) as err:
             print(f"FAILED pair {i}: {err}")
             failures.append({"pair": i, "original": str(images[0]), "edited": str(images[1]), "error": str(err),
@@ -1257,7 +1248,7 @@ def run_manifest(cfg, models, run_dir, manifest, prepared, record):
     if table:
         write_csv(run_file(run_dir, "pairs.csv"), table)
     summary = {"manifest": str(manifest), "pairs": len(rows), "completed": len(table), "skipped": failures,
-               "metrics": {}}
+               "metrics": {}, "statuses": {}}
     # each metric over the pairs that have it: rows may name different kept sources
     keys = list(dict.fromkeys(k for r in table for k in r if k != "pair"))
     for key in keys:
@@ -1266,12 +1257,16 @@ def run_manifest(cfg, models, run_dir, manifest, prepared, record):
             values = np.array(present, dtype=float)
             summary["metrics"][key] = {"mean": float(values.mean()), "n": len(values),
                                        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        elif key == "headline" or key.endswith(" status"):
+            summary["statuses"][key] = {s: present.count(s) for s in dict.fromkeys(present)}
     write_json(run_file(run_dir, "summary.json"), summary)
     print(f"\nManifest done: {len(table)} of {len(rows)} pairs completed, {len(failures)} skipped or failed")
-    for key in [k for k in summary["metrics"] if k == "target" or k.endswith(("passed", "passed_all"))
-                and not k.startswith("clap ")]:
+    for key in [k for k in summary["statuses"] if k == "headline" or k.count(" ") == 2]:
+        counts = ", ".join(f"{n} {s}" for s, n in summary["statuses"][key].items())
+        print(f"  {key:32s} {counts}")
+    for key in [k for k in summary["metrics"] if k.endswith(" contrast mean")]:
         m = summary["metrics"][key]
-        print(f"  {key:44s} mean {m['mean']:.4f}  std {m['std']:.4f}  (n={m['n']})")
+        print(f"  {key:32s} mean over pairs {m['mean']:+.4f}  std {m['std']:.4f}  (n={m['n']})")
     print(f"Per-pair table: {run_dir / 'pairs.csv'}; means and stds: {run_dir / 'summary.json'}")
     return summary
 

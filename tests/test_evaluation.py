@@ -205,38 +205,64 @@ def test_a_source_score_is_the_max_over_its_classes():
 def test_paired_stats_match_scipy_t_interval():
     from scipy import stats
     deltas = [0.10, 0.25, 0.18, 0.05]
-    s = ev.paired_stats(deltas, "up")
+    s = ev.paired_stats(deltas, "up", min_effect=0.0)
     ci = stats.ttest_1samp(deltas, 0.0).confidence_interval(0.95)
     assert s["mean"] == pytest.approx(np.mean(deltas)) and s["std"] == pytest.approx(np.std(deltas, ddof=1))
     assert s["ci95"] == pytest.approx([ci.low, ci.high])
-    assert s["passed"] and s["confident"] and s["fraction_holds"] == 1.0 and s["n"] == 4
-    spread = ev.paired_stats([0.3, -0.1, 0.2], "up")
-    assert spread["passed"] and not spread["confident"] and spread["fraction_holds"] == pytest.approx(2 / 3)
-    down = ev.paired_stats([-0.2, -0.3, -0.25], "down")
-    assert down["passed"] and down["confident"]
-    one = ev.paired_stats([0.4], "up")
-    assert one["passed"] and one["std"] is None and one["ci95"] is None and not one["confident"]
-    same = ev.paired_stats([0.01, -0.02, 0.015], "same", tolerance=0.05)
-    assert same["passed"] and same["fraction_holds"] == 1.0
-    assert not ev.paired_stats([0.05, 0.06, 0.07], "same", tolerance=0.05)["passed"]
-    assert ev.paired_stats([0.01, -0.01, 0.0, 0.005], "same", tolerance=0.05)["confident"]
+    assert s["status"] == "PASS" and s["fraction_holds"] == 1.0 and s["n"] == 4
+    assert ci.low < 0.01 and ev.paired_stats(deltas, "up", min_effect=0.01)["status"] == "weak"   # below the floor
     with pytest.raises(ValueError, match="expect"):
         ev.paired_stats([1.0], "sideways")
 
 
+# each case is built so that one wrong rule flips its status: the interval bound nearest to zero (not the
+# far one, not the mean), the floor applied to that bound, holds counted beyond the floor, one seed never PASS
+@pytest.mark.parametrize("deltas, expect, status, holds", [
+    ([0.10, 0.12, 0.11], "up", "PASS", 1.0),
+    ([0.03, 0.002, 0.04], "up", "weak", 2 / 3),          # CI [-0.02, 0.07]: low bound below 0, mean above
+    ([0.012, 0.020, 0.016], "up", "weak", 1.0),          # CI [0.006, 0.026]: above 0, low bound below the floor
+    ([0.3, -0.1, 0.2], "up", "weak", 2 / 3),             # CI straddles 0
+    ([-0.05, -0.07, -0.06], "up", "FAIL", 0.0),
+    ([-0.10, -0.12, -0.11], "down", "PASS", 1.0),
+    ([-0.03, -0.002, -0.04], "down", "weak", 2 / 3),     # high bound above 0: a rule reading ci[0] says PASS
+    ([0.05, 0.07, 0.06], "down", "FAIL", 0.0),
+    ([1e-6, 2e-6, 1.5e-6], "up", "no effect", 0.0),      # float noise, however consistent: the interval is > 0
+    ([-1e-6, -2e-6, -1.5e-6], "down", "no effect", 0.0),
+    ([0.0, 0.0, 0.0], "up", "no effect", 0.0),
+    ([0.005, 0.009, 0.02], "up", "weak", 1 / 3),         # 2 of 3 seeds are below the floor: holds 1/3
+    ([0.4], "up", "weak", 1.0),                          # one seed: no interval, never PASS
+    ([0.01, -0.02, 0.015], "same", "PASS", 1.0),
+    ([0.04, -0.03, 0.045], "same", "weak", 1.0),         # CI leaves +-0.05, mean inside
+    ([0.05, 0.06, 0.07], "same", "FAIL", 1 / 3),
+])
+def test_status_rules_bound_floor_and_holds(deltas, expect, status, holds):
+    s = ev.paired_stats(deltas, expect, tolerance=0.05, min_effect=0.01)
+    assert s["status"] == status, (s["ci95"], s["mean"])
+    assert s["fraction_holds"] == pytest.approx(holds)
+
+
+def test_a_floor_of_zero_keeps_small_consistent_effects():
+    assert ev.paired_stats([1e-6, 2e-6, 1.5e-6], "up", min_effect=0.0)["status"] == "PASS"
+    assert ev.paired_stats([0.0, 0.0], "up", min_effect=0.0)["status"] == "no effect"
+    with pytest.raises(ValueError, match="min_effect"):
+        ev.paired_stats([0.1], "up", min_effect=1.5)
+
+
 ROLES = {"removed": "cat", "added": "duck", "kept": ["dog"]}
 E_ORIG, E_EDIT = unit(np.eye(512)[0]), unit(np.eye(512)[1])
+ORIG, EDIT, MANIP = 0, 1, 2
 
 
 def crafted_scores(n_seeds=3, cls=None, clap=None, embs=None):
-    """A score_run-like table: 3 seeds x 3 audios; the classifier and CLAP both pass unless overridden."""
+    """A score_run-like table: 3 seeds x [baseline_original, baseline_edited, manipulated]. The manipulated audio
+    moves further than baseline_edited (removed down, added up, kept put), by both scorers, unless overridden."""
     jitter = np.array([0.0, 0.01, -0.01])[:n_seeds, None]
-    classifier = {"cat": np.array([0.8, 0.1, 0.3]) + jitter, "duck": np.array([0.1, 0.9, 0.6]) + jitter,
+    classifier = {"cat": np.array([0.8, 0.3, 0.1]) + jitter, "duck": np.array([0.1, 0.6, 0.9]) + jitter,
                   "dog": np.array([0.5, 0.5, 0.51]) + jitter}
     classifier.update(cls or {})
-    probs = np.array([[0.40, 0.50, 0.10], [0.40, 0.05, 0.55], [0.42, 0.20, 0.38]])   # dog, cat, duck per audio
+    probs = np.array([[0.40, 0.50, 0.10], [0.42, 0.20, 0.38], [0.40, 0.05, 0.55]])   # dog, cat, duck per audio
     probs = np.repeat(probs[None], n_seeds, axis=0) if clap is None else clap
-    e = np.stack([E_ORIG, E_EDIT, unit(0.3 * E_ORIG + 0.7 * E_EDIT)]) if embs is None else embs
+    e = np.stack([E_ORIG, unit(0.2 * E_ORIG + 0.8 * E_EDIT), unit(0.3 * E_ORIG + 0.7 * E_EDIT)]) if embs is None else embs
     return {"classifier": {k: np.broadcast_to(v, (n_seeds, 3)).copy() for k, v in classifier.items()},
             "classes": {"cat": ["Cat"], "duck": ["Duck"], "dog": ["Dog"]}, "classifier_name": "crafted",
             "clap_probs": probs, "clap_labels": [DOG, CAT, DUCK], "clap_source_index": {"dog": 0, "cat": 1, "duck": 2},
@@ -244,55 +270,88 @@ def crafted_scores(n_seeds=3, cls=None, clap=None, embs=None):
             "notes": []}
 
 
-def test_verdict_all_pass_with_numbers():
-    r = ev.build_verdict(crafted_scores(), ROLES, tolerance=0.05)
-    v, c = r["verdict"], r["verdict"]["checks"]
-    assert set(c) == {"added_increased", "removed_decreased", "kept_within_tolerance:dog"}
-    assert v["passed_all"] and v["n_passed"] == v["n_confident"] == v["n_checks"] == 3
-    assert c["added_increased"]["mean"] == pytest.approx(0.5) and c["added_increased"]["deltas"] == pytest.approx([0.5] * 3)
-    assert c["removed_decreased"]["mean"] == pytest.approx(-0.5)
-    assert c["kept_within_tolerance:dog"]["mean"] == pytest.approx(0.01)
-    assert all(x["scorer"] == "classifier" for x in c.values())
-    second = r["clap_view"]["checks"]
-    assert set(second) == {"added_increased", "removed_decreased", "kept_within_tolerance:dog",
-                           "closer_to_edited_clap", "closer_to_edited_kl"}
-    assert r["clap_view"]["passed_all"] and second["added_increased"]["mean"] == pytest.approx(0.28)
-    P = np.array([[0.40, 0.50, 0.10], [0.40, 0.05, 0.55], [0.42, 0.20, 0.38]])
-    assert second["closer_to_edited_kl"]["kl_original"][0] == pytest.approx(entropy(P[0], P[2]))
-    assert second["closer_to_edited_kl"]["kl_edited"][0] == pytest.approx(entropy(P[1], P[2]))
-    assert second["closer_to_edited_clap"]["to_edited"][0] == pytest.approx(1 - float(unit(0.3 * E_ORIG + 0.7 * E_EDIT) @ E_EDIT))
+def test_both_questions_with_numbers():
+    r = ev.build_verdict(crafted_scores(), ROLES, tolerance=0.05, min_effect=0.01)
+    effect, edit = r["method_effect"]["classifier"]["checks"], r["edit_followed"]["classifier"]["checks"]
+    assert set(effect) == set(edit) == {"added_increased", "removed_decreased", "kept_within_tolerance:dog"}
+    # the headline compares with baseline_edited, step 9 with baseline_original
+    assert effect["added_increased"]["deltas"] == pytest.approx([0.3] * 3)
+    assert effect["removed_decreased"]["mean"] == pytest.approx(-0.2)
+    assert edit["added_increased"]["mean"] == pytest.approx(0.8) and edit["removed_decreased"]["mean"] == pytest.approx(-0.7)
+    assert effect["kept_within_tolerance:dog"]["mean"] == pytest.approx(0.01)
+    assert r["method_effect"]["classifier"]["contrast"]["mean"] == pytest.approx(0.5)
+    assert r["headline"] == {"question": "method_effect", "view": "classifier", "scorer": "crafted", "status": "PASS"}
+    clap_effect = r["method_effect"]["clap"]["checks"]
+    assert clap_effect["added_increased"]["mean"] == pytest.approx(0.17)
+    assert clap_effect["removed_decreased"]["mean"] == pytest.approx(-0.15)
+    assert r["method_effect"]["clap"]["scorer"] == "crafted CLAP" and r["edit_followed"]["clap"]["status"] == "PASS"
+    P = np.array([[0.40, 0.50, 0.10], [0.42, 0.20, 0.38], [0.40, 0.05, 0.55]])
+    kl = r["clap_distances"]["closer_to_edited_kl"]
+    assert kl["kl_original"][0] == pytest.approx(entropy(P[0], P[2])) and kl["kl_edited"][0] == pytest.approx(entropy(P[1], P[2]))
     json.dumps(r)   # plain numbers only: it goes into results.json as is
     text = ev.format_verdict(r)
-    assert "3/3 checks hold" in text and "FAIL" not in text and "95% CI" in text
+    assert text.startswith("HEADLINE: method's own effect (AudioSet classifier): PASS")
+    assert text.index("Method's own effect") < text.index("Edit followed") and "FAIL" not in text
+
+
+def test_method_off_is_no_effect_whatever_step_9_says():
+    scores = crafted_scores()
+    for v in scores["classifier"].values():
+        v[:, MANIP] = v[:, EDIT]
+    scores["clap_probs"][:, MANIP] = scores["clap_probs"][:, EDIT]
+    scores["clap_embs"][:, MANIP] = scores["clap_embs"][:, EDIT]
+    r = ev.build_verdict(scores, ROLES)
+    assert r["method_effect"]["classifier"]["status"] == r["method_effect"]["clap"]["status"] == "no effect"
+    assert r["headline"]["status"] == "no effect"
+    assert r["edit_followed"]["classifier"]["status"] == "PASS"     # plain I_1 follows the edit by itself
+    assert r["clap_distances"]["closer_to_edited_clap"]["status"] == "PASS"
+    assert "HEADLINE: method's own effect (AudioSet classifier): no effect" in ev.format_verdict(r)
 
 
 @pytest.mark.parametrize("check, cls", [
-    ("added_increased", {"duck": np.array([0.1, 0.9, 0.1])}),            # P(duck) unchanged
-    ("removed_decreased", {"cat": np.array([0.3, 0.1, 0.8])}),           # P(cat) went up
+    ("added_increased", {"duck": np.array([0.1, 0.6, 0.55])}),          # P(duck) fell below baseline_edited
+    ("removed_decreased", {"cat": np.array([0.8, 0.3, 0.5])}),           # P(cat) went up from baseline_edited
     ("kept_within_tolerance:dog", {"dog": np.array([0.5, 0.5, 0.6])}),   # P(dog) moved 0.10 > 0.05
 ])
 def test_each_check_fails_in_its_crafted_case(check, cls):
     r = ev.build_verdict(crafted_scores(cls=cls), ROLES, tolerance=0.05)
-    assert r["verdict"]["checks"][check]["passed"] is False and not r["verdict"]["passed_all"]
-    assert "FAIL  " + check in ev.format_verdict(r)
+    assert r["method_effect"]["classifier"]["checks"][check]["status"] == "FAIL"
+    assert r["method_effect"]["classifier"]["status"] == r["headline"]["status"] == "FAIL"
+    assert "FAIL      " + check in ev.format_verdict(r)
 
 
-def test_one_noisy_seed_makes_a_check_weak_not_confident():
+def test_a_question_status_is_weak_when_one_check_is():
     noisy = crafted_scores()
-    noisy["classifier"]["duck"][:, 2] = [0.8, 0.05, 0.9]    # manipulated - original: +0.7, -0.05, +0.8
-    c = ev.build_verdict(noisy, ROLES)["verdict"]["checks"]["added_increased"]
-    assert c["passed"] and not c["confident"] and c["fraction_holds"] == pytest.approx(2 / 3)
-    assert c["ci95"][0] < 0 < c["ci95"][1]
-    assert "weak  added_increased" in ev.format_verdict(ev.build_verdict(noisy, ROLES))
+    noisy["classifier"]["duck"][:, MANIP] = [1.0, 0.55, 0.95]     # manipulated - edited: +0.4, -0.06, +0.36
+    r = ev.build_verdict(noisy, ROLES)
+    c = r["method_effect"]["classifier"]["checks"]["added_increased"]
+    assert c["status"] == "weak" and c["fraction_holds"] == pytest.approx(2 / 3) and c["ci95"][0] < 0 < c["ci95"][1]
+    assert r["method_effect"]["classifier"]["status"] == "weak"
+    assert "weak      added_increased" in ev.format_verdict(r)
 
 
-def test_a_source_without_audioset_class_is_judged_by_clap():
+def test_a_source_without_audioset_class_is_left_to_clap_never_mixed():
     scores = crafted_scores()
     del scores["classifier"]["dog"]
     scores["classes"]["dog"] = []
-    c = ev.build_verdict(scores, ROLES)["verdict"]["checks"]["kept_within_tolerance:dog"]
-    assert c["scorer"] == "clap" and c["mean"] == pytest.approx(0.02)
-    assert "[CLAP: no AudioSet class]" in ev.format_verdict(ev.build_verdict(scores, ROLES))
+    r = ev.build_verdict(scores, ROLES)
+    assert "kept_within_tolerance:dog" not in r["method_effect"]["classifier"]["checks"]
+    assert r["method_effect"]["classifier"]["not_judged"] == ["dog"]
+    assert r["method_effect"]["clap"]["checks"]["kept_within_tolerance:dog"]["mean"] == pytest.approx(-0.02)
+    assert "judged by CLAP only: dog" in ev.format_verdict(r)
+    # no column of the flat table holds a CLAP number under the classifier's name
+    cols = ev.verdict_columns(r)
+    assert "effect audioset kept_within_tolerance:dog mean" not in cols
+    assert cols["effect clap kept_within_tolerance:dog mean"] == pytest.approx(-0.02)
+
+
+def test_headline_falls_back_to_clap_when_the_classifier_judges_neither_source():
+    scores = crafted_scores()
+    for s in ("cat", "duck"):
+        del scores["classifier"][s]
+    r = ev.build_verdict(scores, ROLES)
+    assert r["headline"]["view"] == "clap" and r["method_effect"]["classifier"]["contrast"] is None
+    assert ev.verdict_columns(r)["headline scorer"] == "clap"
 
 
 @pytest.mark.parametrize("roles, match", [
@@ -309,12 +368,35 @@ def test_the_verdict_reads_the_rows_it_is_told():
     # a sweep scores [baseline_original, baseline_edited, setting 1, setting 2]: rows=(0, 1, 3) judges setting 2
     scores = crafted_scores()
     for k in scores["classifier"]:
-        scores["classifier"][k] = np.concatenate([scores["classifier"][k], scores["classifier"][k][:, :1]], axis=1)
-    scores["clap_probs"] = np.concatenate([scores["clap_probs"], scores["clap_probs"][:, :1]], axis=1)
-    scores["clap_embs"] = np.concatenate([scores["clap_embs"], scores["clap_embs"][:, :1]], axis=1)
-    assert ev.build_verdict(scores, ROLES, rows=(0, 1, 2))["verdict"]["passed_all"]
-    same_as_original = ev.build_verdict(scores, ROLES, rows=(0, 1, 3))["verdict"]["checks"]
-    assert same_as_original["added_increased"]["mean"] == 0 and not same_as_original["added_increased"]["passed"]
+        scores["classifier"][k] = np.concatenate([scores["classifier"][k], scores["classifier"][k][:, 1:2]], axis=1)
+    for k in ("clap_probs", "clap_embs"):
+        scores[k] = np.concatenate([scores[k], scores[k][:, 1:2]], axis=1)
+    assert ev.build_verdict(scores, ROLES, rows=(0, 1, 2))["headline"]["status"] == "PASS"
+    setting_2 = ev.build_verdict(scores, ROLES, rows=(0, 1, 3))
+    assert setting_2["method_effect"]["classifier"]["checks"]["added_increased"]["mean"] == 0
+    assert setting_2["headline"]["status"] == "no effect"
+
+
+def test_flat_rows_and_columns_carry_the_printed_statuses():
+    r = ev.build_verdict(crafted_scores(cls={"duck": np.array([0.1, 0.6, 0.605])}), ROLES)   # below the floor
+    rows = ev.verdict_rows(r)
+    assert [x["question"] for x in rows[:4]] == ["method_effect"] * 4     # the headline question first
+    assert {x["scorer"] for x in rows} == {"audioset", "clap"}
+    duck = next(x for x in rows if x["question"] == "method_effect" and x["scorer"] == "audioset"
+                and x["check"] == "added_increased")
+    assert duck["status"] == "no effect" and duck["status"] in ev.format_verdict(r)
+    cols = ev.verdict_columns(r)
+    assert cols["effect audioset added_increased status"] == "no effect"
+    assert cols["effect audioset status"] == r["method_effect"]["classifier"]["status"] == "weak"
+    assert all(v in ev.STATUSES + ("no checks",) for k, v in cols.items() if k.endswith("status"))
+    assert ev.headline_record(r)["method_effect"] == {"audioset": "weak", "clap": "PASS"}
+
+
+def test_class_names_match_whole_names_only():
+    labels = ev.audioset_labels()
+    resolved, _ = ev.resolve_audio_classes(["car", "horn", "rooster", "cat"], {}, labels)
+    # 'Carnatic music' comes before 'Car' in AudioSet's list and holds 'car'; 'horn' is only part of names
+    assert resolved == {"car": ["Car"], "horn": [], "rooster": ["Chicken, rooster"], "cat": ["Cat"]}
 
 
 # -----------------------------------------------------------------------------
@@ -373,26 +455,27 @@ def test_evaluate_run_writes_results_and_never_overwrites(tmp_path, ast_model, c
                           clap_labels={"cat": CAT, "duck": DUCK, "dog": DOG}, sample_rate=SR, tolerance=0.05,
                           extra={"e_final_reach": {"mean_to_baseline_edited": 0.1}})
     out = capsys.readouterr().out
-    assert "Verdict (AudioSet classifier" in out and "CLAP view" in out and "results.json" in out
+    assert "HEADLINE: method's own effect" in out and "CLAP (second view)" in out and "results.json" in out
+    assert out.index("Method's own effect:") < out.index("Edit followed:")
     for name in ["results.json", "scores.png", "spectrograms.png"]:
         assert (run_dir / name).is_file()
     assert_png(run_dir / "scores.png")
     text = (run_dir / "results.json").read_text()
     saved = json.loads(text)
     assert saved["seeds"] == seeds and saved["sources"] == ["cat", "duck", "dog"]
-    assert saved["verdict"]["n_checks"] == 3 and saved["clap_view"]["n_checks"] == 5
+    assert len(saved["method_effect"]["classifier"]["checks"]) == 3 and len(saved["edit_followed"]["clap"]["checks"]) == 3
     per_seed = saved["scores"]["classifier"]["per_seed"]
     assert set(per_seed) == {"cat", "duck", "dog"} and all(len(v) == 3 for v in per_seed["cat"].values())
     assert saved["scores"]["classifier"]["classes"]["cat"] == ["Cat", "Meow"]
     assert set(saved["scores"]["clap"]["per_seed"]) == {"cat", "duck", "dog"}
-    check = saved["verdict"]["checks"]["added_increased"]
-    assert len(check["deltas"]) == 3 and len(check["ci95"]) == 2 and 0 <= check["fraction_holds"] <= 1
-    assert check["deltas"] == pytest.approx(np.subtract(per_seed["duck"]["manipulated"],
-                                                        per_seed["duck"]["baseline_original"]).tolist())
+    for q, base in [("method_effect", "baseline_edited"), ("edit_followed", "baseline_original")]:
+        check = saved[q]["classifier"]["checks"]["added_increased"]
+        assert check["deltas"] == pytest.approx(np.subtract(per_seed["duck"]["manipulated"], per_seed["duck"][base]))
+    assert saved["min_effect"] == 0.01 and saved["headline"]["question"] == "method_effect"
     assert saved["e_final_reach"] == {"mean_to_baseline_edited": 0.1}
     assert "tiny" in saved["scores"]["clap"]["name"] and saved["sample_rate"] == SR
     assert "clap_embs" not in text and len(text) < 60_000   # no embeddings in the JSON
-    assert res["verdict"] == saved["verdict"]
+    assert res["method_effect"] == saved["method_effect"]
     with pytest.raises(FileExistsError, match="results.json"):
         ev.evaluate_run(three_audios(), seeds, ROLES, run_dir, ast_model, clap)
     assert (run_dir / "results.json").read_text() == text

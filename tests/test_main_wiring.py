@@ -159,7 +159,7 @@ def check_wiring(run_dir, cfg):
     expect(e["seeds"].tolist() == seeds, f"the run's seeds {e['seeds'].tolist()} are not {seeds}")
     for s, seed in enumerate(seeds):
         claps = torch.cat([ssv2a.cycle_mix(slots[r:r + 1], its=cfg["CYCLE_ITS"], samples=cfg["CYCLE_SAMPLES"],
-                                           var_samples=cfg["VAR_SAMPLES"],
+                                           var_samples=cfg["VAR_SAMPLES"], pin_global=cfg["PIN_GLOBAL"],
                                            generator=torch.Generator().manual_seed(seed)) for r in range(3)])
         expect(close(e["claps"][s], claps, atol=1e-5), f"the remix CLAPs of seed {seed} are not cycle_mix of its rows")
         audio = aldm.emb_to_audio(pipe, claps, duration=cfg["DURATION"], steps=cfg["DDIM_STEPS"],
@@ -186,16 +186,17 @@ def test_every_intermediate_of_steps_1_to_7_is_the_plans(smoke_run):
     assert problems == [], "\n".join(problems)
 
 
-def mutant(edit):
-    """main.py with one source edit, imported as its own module (the tests' mis-wired pipelines)."""
+def mutant(edit, filename="main.py"):
+    """A module of ours with one source edit, imported as its own module (the tests' mis-wired copies)."""
     old, new = edit
-    source = (ROOT / "main.py").read_text()
+    source = (ROOT / filename).read_text()
     assert source.count(old) == 1, f"the edit must match once: {old!r}"
-    spec = importlib.util.spec_from_loader("main_mutant", loader=None)
+    name = Path(filename).stem + "_mutant"
+    spec = importlib.util.spec_from_loader(name, loader=None)
     module = importlib.util.module_from_spec(spec)
-    module.__file__ = str(ROOT / "main.py")
-    sys.modules["main_mutant"] = module
-    exec(compile(source.replace(old, new), str(ROOT / "main.py"), "exec"), module.__dict__)
+    module.__file__ = str(ROOT / filename)
+    sys.modules[name] = module
+    exec(compile(source.replace(old, new), str(ROOT / filename), "exec"), module.__dict__)
     return module
 
 
