@@ -725,7 +725,7 @@ def step1_masks(images, prompts, models, run_dir=None, cfg=None):
         tag = f"M_{'neg' if role == 'remove' else 'pos'} ({role} '{prompt.name}' in {Path(image).name})"
         if prompt.by_text:
             # distractors: the pair's other object and the kept sources (a rocket is not the astronaut)
-            others = list(dict.fromkeys([p.name for p in prompts if p is not prompt] + list(cfg["KEPT_SOURCES"])))
+            others = [p.name for p in prompts if p is not prompt] + list(cfg["KEPT_SOURCES"])   # repeats dropped there
             model, preprocess = models.clip
             options = mask.TINY_PROPOSAL_OPTIONS if models.smoke else {}
             try:
