@@ -364,7 +364,8 @@ def proposal_crops(image, records):
         seg = np.asarray(r["segmentation"], dtype=bool)
         if seg.shape != rgb.shape[:2]:
             raise ValueError(f"a proposal's mask is {seg.shape[1]} x {seg.shape[0]} but the image is "
-                             f"{rgb.shape[1]} x {rgb.shape[0]}: proposals must come from this image at its working size")
+                             f"{rgb.shape[1]} x {rgb.shape[0]}: proposals must come from this image at its "
+                             "working size")
         ys, xs = np.nonzero(seg)
         if len(ys) == 0:
             raise ValueError("an empty proposal has nothing for CLIP to score; drop proposals with area 0 first")

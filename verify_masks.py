@@ -439,7 +439,8 @@ def main(argv=None):
     parser.add_argument("--interactive", action="store_true", help="click (or type) points and watch the mask")
     parser.add_argument("--text", metavar="NAME", help="find the object by its name (SAM2 proposals ranked by CLIP) "
                                                        "instead of points; NAME is also the printed key")
-    parser.add_argument("--prompt", default=None, help="the CLIP wording for --text (default 'a photo of a NAME', 'an' before a vowel)")
+    parser.add_argument("--prompt", default=None, help="the CLIP wording for --text (default 'a photo of a NAME', "
+                                                       "'an' before a vowel)")
     parser.add_argument("--other", nargs="*", default=[], help="--text: the pair's other object name(s) and the "
                                                                "kept sources (KEPT_SOURCES), which a proposal may "
                                                                "be instead; main.py uses both")

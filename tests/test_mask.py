@@ -428,7 +428,8 @@ def test_the_planted_proposal_is_the_mask_used(scene, tiny_clip, monkeypatch, ta
                                    proposals=records, min_score=0.5)
     assert info["chosen"] == [target] and info["candidates"][0]["index"] == target
     assert np.array_equal(m.astype(bool), records[target]["segmentation"])
-    assert info["score"] > 0.5 and info["prompts"][0] == "a photo of a thing" and "a photo of an other" in info["prompts"]
+    assert info["score"] > 0.5 and info["prompts"][0] == "a photo of a thing"
+    assert "a photo of an other" in info["prompts"]
     assert [c["p_object"] for c in info["candidates"]] == sorted((c["p_object"] for c in info["candidates"]), reverse=True)
 
 

@@ -284,11 +284,13 @@ def test_cli_text_finds_by_name_draws_the_ranked_proposals_and_prints_the_entry(
 
 
 @pytest.mark.parametrize("name, text, union, entry, printed", [
-    ("cat", "a tabby cat", True, {"text": "a tabby cat", "union": True}, '"cat": {"text": "a tabby cat", "union": True},'),
+    ("cat", "a tabby cat", True, {"text": "a tabby cat", "union": True},
+     '"cat": {"text": "a tabby cat", "union": True},'),
     ("astronaut", "a photo of an astronaut", False, {}, '"astronaut": {},'),     # main.py's own default wording
     ("astronaut", "a photo of a astronaut", False, {"text": "a photo of a astronaut"},
      '"astronaut": {"text": "a photo of a astronaut"},'),
-    ("café", 'a "fat" cat \\ 🐱', False, {"text": 'a "fat" cat \\ 🐱'}, '"café": {"text": "a \\"fat\\" cat \\\\ 🐱"},'),
+    ("café", 'a "fat" cat \\ 🐱', False, {"text": 'a "fat" cat \\ 🐱'},
+     '"café": {"text": "a \\"fat\\" cat \\\\ 🐱"},'),
 ])
 def test_text_entries_print_python_that_mains_parser_reads_back(name, text, union, entry, printed):
     line = verify_masks.text_prompt_line(name, text, union=union)
