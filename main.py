@@ -73,7 +73,8 @@ MIX_BETA = 0.4                       # weight of the boosted embedding, 0.2-0.6
 MIX_GAMMA = 0.1                      # weight of the background embedding, 0.0-0.3
 MIX_DIRECT = 0.4                     # weight of the plain CLIP embedding of I_1, 0.2-0.6 (weights sum to 1)
 MASK_THRESHOLD = 0.5                 # a patch belongs to the object when this fraction is masked, 0.3-0.7
-TEXT_PROMPT = "a photo of a {}"      # CLIP wording for objects found by name ({} = the name)
+TEXT_PROMPT = "a photo of a {}"      # CLIP wording for objects found by name ({} = the name; "a {}" reads
+#                                      "an {}" before a name starting with a vowel: "a photo of an astronaut")
 TEXT_MIN_SCORE = 0.3                 # CLIP probability a proposal needs to count as the named object, 0-1
 CYCLE_ITS = 64                       # SSV2A cycle-mix rounds, 0-128 (more = closer to the detected sources)
 CYCLE_SAMPLES = 64                   # remixes drawn per cycle-mix round, 1-128
@@ -122,10 +123,27 @@ def default_config():
     return {k: json.loads(json.dumps(globals()[k])) for k in CONFIG_KEYS}   # deep copy of the constants
 
 
+JSON_WORDS = {"true": True, "false": False, "null": None}
+
+
+class _JSONWords(ast.NodeTransformer):
+    def visit_Name(self, node):
+        if node.id in JSON_WORDS:
+            return ast.copy_location(ast.Constant(JSON_WORDS[node.id]), node)
+        return node
+
+
+def literal(text, json_words=True):
+    """A Python literal from the command line; with json_words, JSON's true/false/null also read as
+    True/False/None, so {"cat": {"union": true}} (JSON) and {'cat': {'union': True}} (Python) both work."""
+    tree = ast.parse(text.lstrip(" \t"), mode="eval")
+    return ast.literal_eval(_JSONWords().visit(tree) if json_words else tree)
+
+
 def coerce(name, text, default):
     """The value of --NAME=text, as the type of the constant's default; UserError when it does not fit."""
     try:
-        value = ast.literal_eval(text)
+        value = literal(text, json_words=not isinstance(default, str))   # a text setting keeps a bare 'true'
     except (ValueError, SyntaxError):
         value = text   # a bare word: a string (paths, names)
         if isinstance(default, float) and text.strip().lower() in ("inf", "+inf", "-inf", "infinity", "nan"):
@@ -374,7 +392,8 @@ def parse_prompts(prompts, text_prompt=TEXT_PROMPT):
             raise UserError(f"SAM2_PROMPTS[{name!r}] has unknown keys {sorted(unknown)}; use x, y, labels, or "
                             "text and union for an object found by name")
         if "x" not in p and "y" not in p:
-            text = p.get("text", text_prompt.format(name))
+            from mask import name_prompt
+            text = p.get("text", name_prompt(name, text_prompt))
             if not isinstance(text, str) or not text.strip():
                 raise UserError(f"SAM2_PROMPTS[{name!r}]['text'] must be a non-empty string, got {p.get('text')!r}")
             if not isinstance(p.get("union", False), bool):
@@ -708,7 +727,8 @@ def step1_masks(images, prompts, models, run_dir=None, cfg=None):
     for image, prompt, role in zip(images, prompts, ("remove", "add")):
         tag = f"M_{'neg' if role == 'remove' else 'pos'} ({role} '{prompt.name}' in {Path(image).name})"
         if prompt.by_text:
-            others = [p.name for p in prompts if p is not prompt]
+            # distractors: the pair's other object and the kept sources (a rocket is not the astronaut)
+            others = [p.name for p in prompts if p is not prompt] + list(cfg["KEPT_SOURCES"])   # repeats dropped there
             model, preprocess = models.clip
             options = mask.TINY_PROPOSAL_OPTIONS if models.smoke else {}
             try:

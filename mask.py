@@ -13,6 +13,7 @@ image at (the file's own size up to util.MAX_IMAGE_SIDE on the long side).
 """
 import contextlib
 import functools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -289,15 +290,17 @@ def _per_image(value, n, name):
 # -----------------------------------------------------------------------------
 # masks from a name: SAM2 proposes, CLIP picks (the lab's "approach 1: proposal-based SAM2+CLIP")
 
-# SAM2AutomaticMaskGenerator options (its documented arguments); the related project used 32 points a side
-# with these thresholds. 16 points a side finds the objects of a two-object edit pair at a quarter of the cost.
+# SAM2AutomaticMaskGenerator options (its documented arguments). The related project (SCLIP + SAM2) used 32
+# points a side, pred_iou_thresh 0.88 and stability_score_thresh 0.95; here 16 points a side finds the objects of
+# a two-object edit pair at a quarter of the cost, and looser thresholds keep more proposals for CLIP to judge.
 PROPOSAL_OPTIONS = dict(points_per_side=16, points_per_batch=64, pred_iou_thresh=0.8, stability_score_thresh=0.92,
                         box_nms_thresh=0.7, crop_n_layers=0)
 MAX_PROPOSALS = 64        # CLIP scores at most this many proposals (those SAM2 is surest of)
 # the tiny random-weight SAM2 is sure of nothing and its masks are noise (their run-length codes are huge):
 # few prompts, no quality filter, so smoke runs and tests get a proposal in about a second
 TINY_PROPOSAL_OPTIONS = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-# what a proposal may be instead of the named object: the pair's other object, plus scene parts
+# what a proposal may be instead of the named object: the pair's other object and the kept sources (the caller's
+# other_names), plus scene parts
 BACKGROUND_PROMPTS = ("a photo of the background", "a photo of the sky", "a photo of the ground",
                       "a photo of a wall", "a photo of something else")
 
@@ -346,21 +349,44 @@ def propose_masks(image, predictor=None, rgb=None, **options):
     return sorted(records, key=lambda r: -r["predicted_iou"] * r["stability_score"])
 
 
+# CLIP's mean colour (its preprocess normalises it to 0): what CLIP sees outside a proposal's mask
+NEUTRAL = tuple(round(255 * c) for c in (0.48145466, 0.4578275, 0.40821073))   # (123, 117, 104)
+
+
 def proposal_crops(image, records):
-    """Each proposal's box cut from the image and padded to a square (CLIP's centre crop would cut it)."""
+    """Each proposal as CLIP judges it: its masked pixels only (the rest CLIP's mean colour), cut to the mask's
+    box and padded to a square (CLIP's centre crop would cut it). Masked, not the box alone: a sprawling
+    proposal's box may hold most of the image, the named object included, while its mask holds none of it."""
     from PIL import Image as PILImage
-    rgb = load_image_rgb(image)
+    rgb = np.asarray(load_image_rgb(image))
     crops = []
     for r in records:
-        x, y, w, h = r["bbox"]
-        x0, y0 = int(np.floor(x)), int(np.floor(y))
-        x1, y1 = max(x0 + 1, int(np.ceil(x + w))), max(y0 + 1, int(np.ceil(y + h)))
-        crop = rgb.crop((x0, y0, min(x1, rgb.width), min(y1, rgb.height)))
-        side = max(crop.size)
-        square = PILImage.new("RGB", (side, side), (124, 116, 104))   # CLIP's mean colour: neutral padding
-        square.paste(crop, ((side - crop.width) // 2, (side - crop.height) // 2))
-        crops.append(square)
+        seg = np.asarray(r["segmentation"], dtype=bool)
+        if seg.shape != rgb.shape[:2]:
+            raise ValueError(f"a proposal's mask is {seg.shape[1]} x {seg.shape[0]} but the image is "
+                             f"{rgb.shape[1]} x {rgb.shape[0]}: proposals must come from this image at its "
+                             "working size")
+        ys, xs = np.nonzero(seg)
+        if len(ys) == 0:
+            raise ValueError("an empty proposal has nothing for CLIP to score; drop proposals with area 0 first")
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        crop = np.where(seg[y0:y1, x0:x1, None], rgb[y0:y1, x0:x1], np.array(NEUTRAL, dtype=np.uint8))
+        h, w = crop.shape[:2]
+        side = max(h, w)
+        square = np.empty((side, side, 3), np.uint8)
+        square[:] = NEUTRAL
+        top, left = (side - h) // 2, (side - w) // 2
+        square[top:top + h, left:left + w] = crop
+        crops.append(PILImage.fromarray(square))
     return crops
+
+
+def name_prompt(name, template="a photo of a {}"):
+    """The CLIP prompt of an object name: template.format(name), with 'a {}' read as 'an {}' before a name that
+    starts with a vowel ('a photo of an astronaut'); the first letter stands in for the vowel sound."""
+    if str(name).strip()[:1].lower() in tuple("aeiou"):
+        template = re.sub(r"\b([Aa]) \{\}", r"\1n {}", template)
+    return template.format(name)
 
 
 def score_proposals(crops, prompts, clip_model, preprocess):
@@ -391,8 +417,9 @@ def segment_by_text(image, name, text=None, other_names=(), predictor=None, clip
     """The mask of the object called `name`, found without points: (mask float32 [H, W], info).
 
     1. SAM2 proposes masks (propose_masks; the image is encoded once, shared with point prompts).
-    2. CLIP scores each proposal's box crop against the object's prompt (text, default 'a photo of a <name>'),
-       the pair's other object names and a few background prompts (softmax over all of them).
+    2. CLIP scores each proposal's masked crop (proposal_crops) against the object's prompt (text, default
+       name_prompt: 'a photo of a <name>', 'an' before a vowel), the other names (the pair's other object and the
+       kept sources) and a few background prompts (softmax over all of them).
     3. The proposal with the highest P(object) is the mask; union=True adds every proposal whose best prompt
        is the object's and whose P(object) >= min_score (objects SAM2 splits into parts).
     4. NoMatchError when no proposal reaches min_score: a clear error, never a silent wrong mask.
@@ -402,8 +429,8 @@ def segment_by_text(image, name, text=None, other_names=(), predictor=None, clip
     from util import load_clip
     if clip_model is None:
         clip_model, preprocess = load_clip()
-    text = text or prompt_template.format(name)
-    prompts = [text] + [prompt_template.format(o) for o in other_names if o != name] + list(BACKGROUND_PROMPTS)
+    text = text or name_prompt(name, prompt_template)
+    prompts = [text] + [name_prompt(o, prompt_template) for o in other_names if o != name] + list(BACKGROUND_PROMPTS)
     prompts = list(dict.fromkeys(prompts))
     rgb, original = open_image(image)   # read once: the proposals, the crops and the boxes' scale all use it
     records = propose_masks(image, predictor, rgb=rgb, **options) if proposals is None else list(proposals)

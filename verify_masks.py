@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mask import (TINY_PROPOSAL_OPTIONS, NoMatchError, _segmenter, check_points_inside, get_mask, load_sam2_predictor,
-                  save_mask_figure, save_proposals_figure, segment_by_text, tiny_sam2_predictor)
+                  name_prompt, save_mask_figure, save_proposals_figure, segment_by_text, tiny_sam2_predictor)
 from util import image_size, open_image, safe_name
 
 DEFAULT_IMAGE = "images/original.jpg"   # main.py's default I_0
@@ -46,12 +46,31 @@ def _num(value):
     return int(value) if value.is_integer() else round(value, 2)
 
 
+def python_literal(value):
+    """value written as Python source in main.py's style (double quotes, True/False/None, not JSON's true):
+    the printed line pastes into main.py as it is, and main.py's command line reads it too."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{python_literal(k)}: {python_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(python_literal(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)   # JSON's string escapes are Python's (non-ASCII kept as is)
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    raise TypeError(f"no Python literal for {type(value).__name__} {value!r}")
+
+
+def entry_line(name, entry):
+    """'"NAME": {...},': one SAM2_PROMPTS entry, as Python source."""
+    return f"{python_literal(str(name))}: {python_literal(entry)},"
+
+
 def prompt_line(name, xs, ys, labels):
     """The SAM2_PROMPTS entry to paste into main.py: '"cat": {"x": [448], "y": [330], "labels": [1]},'."""
     if len(xs) == 0:
         raise ValueError("no points yet: a SAM2_PROMPTS entry needs at least one point on the object")
     entry = {"x": [_num(v) for v in xs], "y": [_num(v) for v in ys], "labels": [int(v) for v in labels]}
-    return f"{json.dumps(str(name))}: {json.dumps(entry)},"
+    return entry_line(name, entry)
 
 
 def describe_mask(mask):
@@ -111,12 +130,13 @@ def find_by_name(image_path, name, text=None, other_names=(), predictor=None, cl
 
 
 def text_prompt_line(name, text=None, union=False, template="a photo of a {}"):
+    """The SAM2_PROMPTS entry of an object found by name: '"cat": {},' or '"cat": {"union": True},'."""
     entry = {}
-    if text and text != template.format(name):
+    if text and text != name_prompt(name, template):
         entry["text"] = text
     if union:
         entry["union"] = True
-    return f"{json.dumps(str(name))}: {json.dumps(entry)},"
+    return entry_line(name, entry)
 
 
 def visualize_point_and_mask(image_path, x, y, labels=1, predictor=None, save_path=None, title=None):
@@ -419,9 +439,11 @@ def main(argv=None):
     parser.add_argument("--interactive", action="store_true", help="click (or type) points and watch the mask")
     parser.add_argument("--text", metavar="NAME", help="find the object by its name (SAM2 proposals ranked by CLIP) "
                                                        "instead of points; NAME is also the printed key")
-    parser.add_argument("--prompt", default=None, help="the CLIP wording for --text (default 'a photo of a NAME')")
-    parser.add_argument("--other", nargs="*", default=[], help="--text: the pair's other object name(s), which a "
-                                                               "proposal may be instead")
+    parser.add_argument("--prompt", default=None, help="the CLIP wording for --text (default 'a photo of a NAME', "
+                                                       "'an' before a vowel)")
+    parser.add_argument("--other", nargs="*", default=[], help="--text: the pair's other object name(s) and the "
+                                                               "kept sources (KEPT_SOURCES), which a proposal may "
+                                                               "be instead; main.py uses both")
     parser.add_argument("--union", action="store_true", help="--text: the union of every proposal CLIP takes for "
                                                              "the object (objects SAM2 splits into parts)")
     parser.add_argument("--min-score", type=float, default=None,

@@ -55,6 +55,27 @@ def test_sweep_grid_from_the_command_line():
         main.parse_args(["--sweep", "SVD_K=1,x"], main.default_config())
 
 
+@pytest.mark.parametrize("text", ['{"cat": {"union": true, "text": "a tabby cat"}, "duck": {"x": [1], "y": [2]}}',
+                                  "{'cat': {'union': True, 'text': 'a tabby cat'}, 'duck': {'x': [1], 'y': [2]}}"])
+def test_prompts_on_the_command_line_in_json_or_python(text, capsys):
+    cfg = main.default_config()
+    main.parse_args([f"--SAM2_PROMPTS={text}"], cfg)
+    assert cfg["SAM2_PROMPTS"] == {"cat": {"union": True, "text": "a tabby cat"}, "duck": {"x": [1], "y": [2]}}
+    removed, added = main.parse_prompts(cfg["SAM2_PROMPTS"])
+    assert removed.union is True and removed.text == "a tabby cat" and added.points == [[1.0, 2.0]]
+
+
+def test_json_words_read_as_python_constants_except_in_text_settings(capsys):
+    cfg = main.default_config()
+    main.parse_args(["--PIN_GLOBAL=true", "--RUN_NAME=true", "--SWEEP={\"PIN_GLOBAL\": [false, true]}", "--sweep"], cfg)
+    assert cfg["PIN_GLOBAL"] is True and cfg["RUN_NAME"] == "true" and cfg["SWEEP"] == {"PIN_GLOBAL": [False, True]}
+    assert main.literal('[null, true, {"a": false}]') == [None, True, {"a": False}]
+    with pytest.raises(ValueError):
+        main.literal("[nothing]")   # other bare names are still no literal
+    with pytest.raises(main.UserError, match="SAM2_PROMPTS takes a dict"):
+        main.parse_args(["--SAM2_PROMPTS={'cat': {'union': yes}}"], main.default_config())
+
+
 def test_help_lists_every_constant(capsys):
     assert main.main(["--help"]) == 0
     out = capsys.readouterr().out
@@ -92,6 +113,22 @@ def test_prompts_by_points_or_by_name():
     _, added = main.parse_prompts({"cat": {}, "duck": {"text": "a yellow rubber duck", "union": True}},
                                   text_prompt="an image of a {}")
     assert added.text == "a yellow rubber duck" and added.union
+
+
+def test_name_search_uses_the_pair_and_the_kept_sources_as_distractors():
+    """step1_masks on the example pair with the tiny SAM2 and CLIP: each object's prompts hold the other object
+    and every kept source once ('an' before a vowel), never the object itself."""
+    import mask
+    cfg = {**main.default_config(), **main.SMOKE_SETTINGS, "SMOKE": True,
+           "KEPT_SOURCES": ["rocket", "cat", "engine", "rocket"]}
+    prompts = main.parse_prompts({"cat": {}, "astronaut": {}})
+    images = [ROOT / "images" / "original.jpg", ROOT / "images" / "edited.jpg"]
+    _, infos = main.step1_masks(images, prompts, main.Models(cfg), None, cfg)
+    assert infos[0]["prompts"][:4] == ["a photo of a cat", "a photo of an astronaut", "a photo of a rocket",
+                                       "a photo of an engine"]
+    assert infos[1]["prompts"][:4] == ["a photo of an astronaut", "a photo of a cat", "a photo of a rocket",
+                                       "a photo of an engine"]
+    assert len(infos[0]["prompts"]) == len(set(infos[0]["prompts"])) == 4 + len(mask.BACKGROUND_PROMPTS)
 
 
 def test_point_outside_the_image_and_missing_image(tmp_path, capsys):
@@ -465,7 +502,7 @@ def test_smoke_manifest_with_empty_coordinates_runs(tmp_path):
     (run_dir,) = out.iterdir()
     (pair,) = [p for p in run_dir.iterdir() if p.is_dir()]
     record = json.loads((pair / "run.json").read_text())
-    assert record["status"] == "finished" and record["masks"]["added"]["text"] == "a photo of a astronaut"
+    assert record["status"] == "finished" and record["masks"]["added"]["text"] == "a photo of an astronaut"
 
 
 def test_default_audio_classes_are_audioset_display_names():

@@ -43,6 +43,14 @@ def prompt_lines(text):
     return [line for line in text.splitlines() if line.startswith('    "')]
 
 
+def through_mains_command_line(line, other='"duck": {}'):
+    """The printed entry pasted into --SAM2_PROMPTS={...} with a second object, read by main.py's own parser."""
+    import main
+    cfg = main.default_config()
+    main.parse_args(["--SAM2_PROMPTS={" + line.strip() + " " + other + "}"], cfg)
+    return cfg["SAM2_PROMPTS"], main.parse_prompts(cfg["SAM2_PROMPTS"])[0]
+
+
 # -----------------------------------------------------------------------------
 # command line
 
@@ -58,6 +66,8 @@ def test_cli_one_shot_writes_png_and_prints_prompt_line(image_path, seg, tmp_pat
     (line,) = prompt_lines(text)
     assert line.strip() == '"cat": {"x": [30], "y": [20], "labels": [1]},'
     assert parse_prompt_line(line) == {"cat": {"x": [30], "y": [20], "labels": [1]}}
+    prompts, cat = through_mains_command_line(line)
+    assert prompts["cat"] == {"x": [30], "y": [20], "labels": [1]} and cat.points == [[30.0, 20.0]]
     expected = mask.get_mask(image_path, 30, 20, 1, predictor=seg)
     assert f"Mask area: {int(expected.sum())} pixels ({expected.mean() * 100:.1f}% of {W} x {H})" in text
 
@@ -261,14 +271,33 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "images" / "original.jpg"
 def test_cli_text_finds_by_name_draws_the_ranked_proposals_and_prints_the_entry(tmp_path, capsys):
     out = tmp_path / "masks"
     assert verify_masks.main(["--image", str(EXAMPLE), "--text", "cat", "--other", "astronaut", "--out", str(out),
-                              "--smoke"]) == 0
+                              "--union", "--smoke"]) == 0
     text = capsys.readouterr().out
     (figure,) = out.glob("*.png")
     assert figure.name.startswith("original_text-cat_") and f"Figure (chosen mask and the next best proposals): {figure}" in text
     assert re.search(r"1\. proposal #\d+: P = 0\.\d+, box .* <- chosen", text) and "SAM2 proposals scored" in text
     (line,) = prompt_lines(text)
-    assert parse_prompt_line(line) == {"cat": {}}          # main.py finds it by name the same way
-    assert verify_masks.text_prompt_line("cat", "a tabby cat", union=True) == '"cat": {"text": "a tabby cat", "union": true},'
+    assert line.strip() == '"cat": {"union": True},'       # Python, as main.py's constants are written
+    assert parse_prompt_line(line) == {"cat": {"union": True}}   # main.py finds it by name the same way
+    prompts, cat = through_mains_command_line(line)
+    assert prompts["cat"] == {"union": True} and cat.by_text and cat.union and cat.text == "a photo of a cat"
+
+
+@pytest.mark.parametrize("name, text, union, entry, printed", [
+    ("cat", "a tabby cat", True, {"text": "a tabby cat", "union": True},
+     '"cat": {"text": "a tabby cat", "union": True},'),
+    ("astronaut", "a photo of an astronaut", False, {}, '"astronaut": {},'),     # main.py's own default wording
+    ("astronaut", "a photo of a astronaut", False, {"text": "a photo of a astronaut"},
+     '"astronaut": {"text": "a photo of a astronaut"},'),
+    ("café", 'a "fat" cat \\ 🐱', False, {"text": 'a "fat" cat \\ 🐱'},
+     '"café": {"text": "a \\"fat\\" cat \\\\ 🐱"},'),
+])
+def test_text_entries_print_python_that_mains_parser_reads_back(name, text, union, entry, printed):
+    line = verify_masks.text_prompt_line(name, text, union=union)
+    assert line == printed
+    assert parse_prompt_line(line) == {name: entry}                 # pasted into main.py's source
+    prompts, parsed = through_mains_command_line(line)               # or given on its command line
+    assert prompts[name] == entry and parsed.name == name and parsed.text == text and parsed.union is union
 
 
 def test_cli_text_with_no_good_proposal_says_what_to_try(image_path, tmp_path, capsys):
