@@ -200,7 +200,7 @@ def mutant(edit, filename="main.py"):
     return module
 
 
-# wirings broken on purpose; each must be caught (the full list of edits tried is in the closing note)
+# wirings broken on purpose; each must be caught (more handoff breaks after step 7: test_main_handoff.py)
 MUTANTS = {
     "boost from I_0's patches": ('tok["cls_1"], tok["patches_1"], m_pos[0]', 'tok["cls_1"], tok["patches_0"], m_pos[0]'),
     "masks swapped in step 3": ("step3_patch_weights(M_neg, M_pos, cfg", "step3_patch_weights(M_pos, M_neg, cfg"),
