@@ -16,10 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from bench_real_size import IMAGES, RealSizeModels   # first: puts the repository on the path, offline
 
-import main
-from bench_real_size import IMAGES, RealSizeModels
+import torch  # noqa: E402
+
+import main  # noqa: E402
 
 METHOD_OFF = dict(MIX_DIRECT=1.0, MIX_BETA=0.0, MIX_ALPHA=0.0, MIX_GAMMA=0.0)
 
