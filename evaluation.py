@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.checkpoints import (CheckpointError, check_tokenizer, checkpoint_path, hf_model_dir,
+from model.checkpoints import (CheckpointError, _first, check_tokenizer, checkpoint_path, hf_model_dir,
                                load_pretrained_strictly, load_torch_file, read_pretrained, state_dict_problems)
 from util import get_device, new_file
 
@@ -151,7 +151,7 @@ def read_clap_state(path):
     elif isinstance(checkpoint, dict) and checkpoint and all(hasattr(v, "shape") for v in checkpoint.values()):
         state, ignored = checkpoint, []   # a bare state dict
     else:
-        found = ", ".join(sorted(map(str, checkpoint))) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        found = _first(sorted(map(str, checkpoint))) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path} holds no state dict (found {found or 'an empty dict'}); "
                               "expected LAION-CLAP's 630k-audioset-best.pt")
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
@@ -165,7 +165,7 @@ def load_clap_weights(model, path):
     own = model.state_dict()
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
     if ignored:
-        print(f"  {Path(path).name}: ignored top-level entries {', '.join(ignored)} (training state)")
+        print(f"  {Path(path).name}: ignored top-level entries {_first(ignored)} (training state)")
     return model
 
 
@@ -188,7 +188,7 @@ def verify_clap_file(path):
                                              "the roberta-base config", "roberta"))
     check_clap_state(model, state, path)
     return f"{path}: {len(state)} tensors fit HTSAT-tiny + RoBERTa" + (
-        f" (ignored entries: {', '.join(ignored)})" if ignored else "")
+        f" (ignored entries: {_first(ignored)})" if ignored else "")
 
 
 def verify_roberta_folder(folder):
