@@ -1594,7 +1594,8 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt as err:
         why = f" by {str(err).split()[0]}" if isinstance(err, Stopped) else ""
-        print(f"\nInterrupted{why}. What the run made so far stays in its folder; run.json says 'interrupted'.",
+        print(f"\nInterrupted{why}. " + (f"What the run made so far stays in {cfg['_RUN_DIR']}; run.json says "
+                                         "'interrupted'." if cfg.get("_RUN_DIR") else "No run folder was made yet."),
               file=sys.stderr)
         return 128 + err.signum if isinstance(err, Stopped) else 130
     except OSError as err:
@@ -1646,6 +1647,7 @@ def run(cfg, mode, manifest):
         name = cfg["RUN_NAME"] or f"{safe_name(prompts[0].name)}-to-{safe_name(prompts[1].name)}"
         name += "_sweep" if mode == "sweep" else ""
     run_dir = new_run_dir(cfg["OUTPUT_DIR"], name + ("_smoke" if cfg["SMOKE"] else ""))
+    cfg["_RUN_DIR"] = str(run_dir)   # for main()'s last word on an interrupted or failed run
     print(f"Run folder: {run_dir}\nDevice: {models.device}")
     start = time.perf_counter()
     torch.set_grad_enabled(False)
