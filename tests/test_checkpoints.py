@@ -151,6 +151,7 @@ def test_check_as_a_module_reports_full_size_damaged_files_in_one_line_each(tmp_
     assert len(lines) == 2 and all(line.split()[0] == "bad" and "not a complete zip archive" in line
                                    and len(line) < 1000 for line in lines), done.stdout
     assert "Not available or not usable: sam2, yolo" in done.stdout
+    assert "CheckpointError" not in done.stdout   # the loaders' own message, not one wrapped as an unknown error
 
 
 @pytest.mark.parametrize("args, says", [(["--check", "sam3"], "unknown checkpoint 'sam3'"),

@@ -173,8 +173,8 @@ def test_a_thousand_run_folders_in_one_second(tmp_path, monkeypatch):
         def now(cls, tz=None):
             return main.datetime(2026, 1, 2, 3, 4, 5)
     monkeypatch.setattr(main, "datetime", Frozen)
-    made = {main.new_run_dir(tmp_path, "x") for _ in range(1000)}
-    assert len(made) == 1000 and all(p.is_dir() and p.name.startswith("20260102-030405_x") for p in made)
+    made = {main.new_run_dir(tmp_path, "x") for _ in range(1005)}   # the 1001st used to be a traceback
+    assert len(made) == 1005 and all(p.is_dir() and p.name.startswith("20260102-030405_x") for p in made)
     assert all(p.stat().st_mode & 0o777 == 0o777 & ~main._umask() for p in made)
 
 
