@@ -58,9 +58,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.checkpoints import (CheckpointError, check_tokenizer, checkpoint_path, hf_model_dir,
-                               load_pretrained_strictly, load_torch_file, state_dict_problems)
-from util import get_device
+from model.checkpoints import (CheckpointError, _first, check_tokenizer, checkpoint_path, hf_model_dir,
+                               load_pretrained_strictly, load_torch_file, read_pretrained, state_dict_problems)
+from util import get_device, new_file
 
 CLAP_DIM = 512                 # joint audio-text embedding width of every LAION-CLAP model
 CLAP_SAMPLE_RATE = 48000       # HTSAT-tiny's front end (audio_cfg of laion's HTSAT-tiny.json)
@@ -163,7 +163,7 @@ def read_clap_state(path):
     elif isinstance(checkpoint, dict) and checkpoint and all(hasattr(v, "shape") for v in checkpoint.values()):
         state, ignored = checkpoint, []   # a bare state dict
     else:
-        found = ", ".join(sorted(map(str, checkpoint))) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        found = _first(sorted(map(str, checkpoint))) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(f"{path} holds no state dict (found {found or 'an empty dict'}); "
                               "expected LAION-CLAP's 630k-audioset-best.pt")
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
@@ -177,7 +177,7 @@ def load_clap_weights(model, path):
     own = model.state_dict()
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
     if ignored:
-        print(f"  {Path(path).name}: ignored top-level entries {', '.join(ignored)} (training state)")
+        print(f"  {Path(path).name}: ignored top-level entries {_first(ignored)} (training state)")
     return model
 
 
@@ -196,17 +196,20 @@ def verify_clap_file(path):
     """Check a LAION-CLAP checkpoint's keys and shapes against HTSAT-tiny + the cached roberta-base config."""
     from transformers import RobertaConfig
     state, ignored = read_clap_state(path)
-    model = build_clap_model(RobertaConfig.from_pretrained(hf_model_dir("roberta", download=False)))
+    model = build_clap_model(read_pretrained(RobertaConfig.from_pretrained, hf_model_dir("roberta", download=False),
+                                             "the roberta-base config", "roberta"))
     check_clap_state(model, state, path)
     return f"{path}: {len(state)} tensors fit HTSAT-tiny + RoBERTa" + (
-        f" (ignored entries: {', '.join(ignored)})" if ignored else "")
+        f" (ignored entries: {_first(ignored)})" if ignored else "")
 
 
 def verify_roberta_folder(folder):
     """The roberta-base tokenizer and config that CLAP's text branch is built from, checked for emptiness."""
     from transformers import RobertaConfig, RobertaTokenizer
-    config = RobertaConfig.from_pretrained(folder)
-    tokenizer = check_roberta_tokenizer(RobertaTokenizer.from_pretrained(folder), vocab_size=config.vocab_size)
+    config = read_pretrained(RobertaConfig.from_pretrained, folder, "the roberta-base config", "roberta")
+    tokenizer = check_roberta_tokenizer(read_pretrained(RobertaTokenizer.from_pretrained, folder,
+                                                        "the roberta-base tokenizer", "roberta"),
+                                        vocab_size=config.vocab_size)
     return f"{folder}: tokenizer of {len(tokenizer)} entries for a {config.vocab_size}-token RoBERTa"
 
 
@@ -289,8 +292,8 @@ def _load_clap(device_str):
     from transformers import RobertaConfig, RobertaTokenizer
     path = checkpoint_path("clap")   # first, so a missing checkpoint is the error the user sees
     folder = hf_model_dir("roberta")
-    tokenizer = RobertaTokenizer.from_pretrained(folder)
-    config = RobertaConfig.from_pretrained(folder)
+    tokenizer = read_pretrained(RobertaTokenizer.from_pretrained, folder, "the roberta-base tokenizer", "roberta")
+    config = read_pretrained(RobertaConfig.from_pretrained, folder, "the roberta-base config", "roberta")
     check_roberta_tokenizer(tokenizer, vocab_size=config.vocab_size)
     print(f"Loading LAION-CLAP (HTSAT-tiny + RoBERTa) from {path} on {device_str}")
     model = load_clap_weights(build_clap_model(config), path)
@@ -931,7 +934,7 @@ def plot_scores(scores, sources, path, rows=(0, 1, 2), seeds=None, result=None):
                          "green PASS, olive weak, red FAIL, grey no effect", fontsize=9)
     n = len(seeds) if seeds is not None else scores["clap_probs"].shape[0]
     fig.suptitle(f"Scores per source and audio: mean ± std over {n} seed(s), dots = single seeds", fontsize=10)
-    with open(path, "xb") as f:
+    with new_file(path) as f:   # complete or absent, never replaced
         fig.savefig(f, format="png", dpi=110)
     return Path(path)
 
@@ -966,7 +969,7 @@ def plot_spectrograms(audios, sample_rate, path):
         ax.set_xlabel("time (s)")
     axes[0][0].set_ylabel(f"mel band (0-{sample_rate // 2} Hz)")
     fig.colorbar(im, ax=axes[0].tolist(), label="dB")
-    with open(path, "xb") as f:
+    with new_file(path) as f:   # complete or absent, never replaced
         fig.savefig(f, format="png", dpi=110)
     return Path(path)
 
@@ -1002,7 +1005,7 @@ def evaluate_run(audio, seeds, roles, run_dir, classifier, clap, class_map=None,
     results = {"seeds": [int(s) for s in seeds], "audios": list(AUDIO_NAMES), "sources": sources,
                **result, "scores": scores_record(scores, sources),
                "sample_rate": int(sample_rate), "figures": ["scores.png", "spectrograms.png"], **(extra or {})}
-    with open(results_path, "x") as f:   # 'x': fail rather than overwrite if another run raced us here
+    with new_file(results_path, "x") as f:   # fail rather than overwrite if another run raced us here
         json.dump(results, f, indent=2)
     print(format_scores(scores, sources))
     print(format_verdict(result))

@@ -18,6 +18,7 @@ folder outputs/<timestamp>_<name>/ and its run.json says how it ended; nothing i
 import ast
 import contextlib
 import csv
+import errno
 import functools
 import itertools
 import json
@@ -25,6 +26,7 @@ import math
 import os
 import platform
 import random
+import signal
 import sys
 import time
 import traceback
@@ -109,6 +111,7 @@ NAME_LIMIT = 40                      # characters of an object name (names becom
 LIBRARY_NOTICES = ("pkg_resources is deprecated", "`torch.jit.script` is deprecated", "`torch.jit.load` is deprecated",
                    "The AudioLDMPipeline has been deprecated", "At least one mel filter has all zero values")
 RUN_NAME_LIMIT = 80
+PATH_KEYS = ("IMAGE_DIR", "ORIGINAL", "EDITED", "OUTPUT_DIR", "CONFIG_PATH", "CHECKPOINT_PATH")   # ~ expanded
 
 
 class UserError(Exception):
@@ -168,7 +171,7 @@ def parse_args(argv, config):
     which explicit overrides still beat), --sweep NAME=v1,v2 ... runs a grid, --manifest FILE runs many pairs.
     """
     by_lower = {k.lower(): k for k in config}
-    overrides, sweep, mode, manifest = [], {}, "run", None
+    overrides, sweep, mode, manifest, sweep_given = [], {}, "run", None, False
     args = list(argv)
     if "--smoke" in args:
         args.remove("--smoke")
@@ -181,7 +184,7 @@ def parse_args(argv, config):
         if arg in ("-h", "--help"):
             return "help", None
         if arg == "--sweep":
-            mode = "sweep"
+            mode, sweep_given = "sweep", True
             while i + 1 < len(args) and not args[i + 1].startswith("--"):
                 i += 1
                 key, _, values = args[i].partition("=")
@@ -189,10 +192,16 @@ def parse_args(argv, config):
                 if name is None or not values:
                     raise UserError(f"--sweep takes NAME=v1,v2,... pairs; got {args[i]!r}. "
                                     f"Sweepable: {', '.join(SWEEPABLE)}")
+                if name in sweep:   # a second NAME=... would silently replace the first one's values
+                    raise UserError(f"--sweep gives {name} twice ({name}={sweep[name]} and {args[i]}): give all its "
+                                    f"values once, e.g. {name}={sweep[name]},{values}")
                 sweep[name] = values
         elif arg == "--manifest":
             if i + 1 >= len(args):
                 raise UserError("--manifest needs a CSV file: python main.py --manifest images/pairs.csv")
+            if manifest is not None:
+                raise UserError(f"--manifest is given twice ({manifest} and {args[i + 1]}): give one CSV; put "
+                                "every pair in it")
             mode, manifest = "manifest", args[i + 1]
             i += 1
         elif arg.startswith("--") and "=" in arg:
@@ -205,11 +214,19 @@ def parse_args(argv, config):
             raise UserError(f"unknown argument {arg!r}; see python main.py --help")
         i += 1
     overridden = {name for name, _ in overrides}
+    if sweep_given and manifest is not None:   # which one would run is not obvious: refuse both
+        raise UserError("--sweep and --manifest cannot be combined: a sweep varies settings on one pair, a manifest "
+                        "runs many pairs with one setting. Run them separately (e.g. the manifest with the setting "
+                        "the sweep found best)")
+    if "SWEEP" in overridden and sweep:
+        raise UserError("the grid is given twice, as --SWEEP=... and as --sweep NAME=...: give one of them")
     if "SWEEP" in overridden and mode != "sweep":
         raise UserError("--SWEEP=... is only read by a sweep: add --sweep (python main.py --sweep "
                         "--SWEEP=\"{'SVD_K': [1, 5]}\"), or give the grid as --sweep SVD_K=1,5")
     for name, value_text in overrides:
         config[name] = coerce(name, value_text, config[name])
+        if name in PATH_KEYS:   # the shell expands ~ only at the start of a word, not after --NAME=
+            config[name] = os.path.expanduser(config[name])
         print(f"Overriding: {name} = {config[name]!r}")
     if mode == "sweep":
         grid = {name: [coerce(name, v, config[name]) for v in values.split(",")] for name, values in sweep.items()}
@@ -231,12 +248,14 @@ def usage():
 SETTING_RULES = {
     # name: (kind, low, high, what the valid range is); None = unbounded
     "SVD_K": ("int", 1, None, "a whole number >= 1 (typical 1-15, below the region's rank)"),
-    "SVD_ALPHA": ("float", 0.0, None, "a number >= 0 (typical 0.1-0.5; 1 = no effect)"),
-    "SVD_BETA": ("float", 0.0, None, "a number >= 0 (typical 1.1-3.0; 1 = no effect)"),
-    "MIX_ALPHA": ("float", 0.0, None, "a weight >= 0 (typical 0.0-0.3)"),
-    "MIX_BETA": ("float", 0.0, None, "a weight >= 0 (typical 0.2-0.6)"),
-    "MIX_GAMMA": ("float", 0.0, None, "a weight >= 0 (typical 0.0-0.3)"),
-    "MIX_DIRECT": ("float", 0.0, None, "a weight >= 0 (typical 0.2-0.6)"),
+    # singular values are float32: a factor past 1e3 drowns every other direction (and 1e39 is inf)
+    "SVD_ALPHA": ("float", 0.0, 1000.0, "a number in [0, 1000] (typical 0.1-0.5; 1 = no effect)"),
+    "SVD_BETA": ("float", 0.0, 1000.0, "a number in [0, 1000] (typical 1.1-3.0; 1 = no effect)"),
+    # the four mix weights share E_final between them (they sum to 1), so each lies in [0, 1]
+    "MIX_ALPHA": ("float", 0.0, 1.0, "a weight in [0, 1] (typical 0.0-0.3; the four weights sum to 1)"),
+    "MIX_BETA": ("float", 0.0, 1.0, "a weight in [0, 1] (typical 0.2-0.6; the four weights sum to 1)"),
+    "MIX_GAMMA": ("float", 0.0, 1.0, "a weight in [0, 1] (typical 0.0-0.3; the four weights sum to 1)"),
+    "MIX_DIRECT": ("float", 0.0, 1.0, "a weight in [0, 1] (typical 0.2-0.6; the four weights sum to 1)"),
     "MASK_THRESHOLD": ("float", 1e-9, 1.0, "a fraction in (0, 1] (typical 0.3-0.7)"),
     "TEXT_MIN_SCORE": ("float", 0.0, 1.0, "a probability in [0, 1]"),
     "EVAL_TOLERANCE": ("float", 0.0, 1.0, "a probability difference in [0, 1] (typical 0.0-0.2)"),
@@ -246,7 +265,8 @@ SETTING_RULES = {
     "CYCLE_ITS": ("int", 0, 100_000, "a whole number >= 0 (typical 0-128)"),
     "CYCLE_SAMPLES": ("int", 1, 100_000, "a whole number >= 1 (typical 1-128)"),
     "VAR_SAMPLES": ("int", 1, 100_000, "a whole number >= 1 (typical 1-128)"),
-    "DURATION": ("float", 0.01, 60.0, "seconds in (0, 60] (typical 2.5-20; AudioLDM was trained on 10 s)"),
+    # the AudioSet classifier reads 25 ms windows (0.01 s crashed it after the audio was made): 0.1 s leaves margin
+    "DURATION": ("float", 0.1, 60.0, "seconds in [0.1, 60] (typical 2.5-20; AudioLDM was trained on 10 s)"),
     # AudioLDM's 1000 noise levels with a timestep offset of 1: DDIM with 1000 steps would ask for level 1000
     "DDIM_STEPS": ("int", 1, 999, "a whole number in 1-999 (typical 50-400 for ddim, 20-50 for dpmpp)"),
     "GUIDANCE": ("float", 1.0, 20.0, "a number in [1, 20] (1 = no classifier-free guidance; typical 1-5)"),
@@ -275,26 +295,91 @@ def check_settings(cfg, where=""):
     if isinstance(cfg["SEED"], int) and isinstance(cfg["EVAL_SEEDS"], int) and \
             cfg["SEED"] + cfg["EVAL_SEEDS"] - 1 > 2**32 - 1:
         problems.append(f"SEED={cfg['SEED']} with EVAL_SEEDS={cfg['EVAL_SEEDS']} runs past the largest seed 4294967295")
-    if "{}" not in cfg["TEXT_PROMPT"]:
-        problems.append(f"TEXT_PROMPT={cfg['TEXT_PROMPT']!r} has no '{{}}' where the object's name goes, "
-                        "e.g. 'a photo of a {}'")
+    problems += text_prompt_problems(cfg["TEXT_PROMPT"])
     if len(cfg["RUN_NAME"]) > RUN_NAME_LIMIT:
         problems.append(f"RUN_NAME is {len(cfg['RUN_NAME'])} characters long: it becomes a folder name, at most "
                         f"{RUN_NAME_LIMIT}")
-    out = Path(cfg["OUTPUT_DIR"])
-    if out.exists() and not out.is_dir():
-        problems.append(f"OUTPUT_DIR={cfg['OUTPUT_DIR']!r} is a file, not a folder: point it at a folder "
-                        "(it is created when missing)")
+    problems += output_dir_problems(cfg["OUTPUT_DIR"])
+    problems += device_problems(cfg["DEVICE"], cfg["SMOKE"])
     if not all(isinstance(v, str) and v.strip() for v in cfg["KEPT_SOURCES"]):
         problems.append(f"KEPT_SOURCES={cfg['KEPT_SOURCES']!r} must be a list of source names")
+    else:
+        problems += [f"KEPT_SOURCES {clash}" for clash in name_clashes(cfg["KEPT_SOURCES"])]
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in cfg["EVAL_LABELS"].items()):
         problems.append(f"EVAL_LABELS must map source names to label texts, got {cfg['EVAL_LABELS']!r}")
+    else:
+        problems += [f"EVAL_LABELS[{cut(k)!r}] is empty: give the CLAP label text (e.g. 'a cat meowing'), or drop "
+                     "the entry to get 'the sound of a <name>'" for k, v in cfg["EVAL_LABELS"].items() if not v.strip()]
     if not all(isinstance(k, str) and isinstance(v, list) for k, v in cfg["AUDIO_CLASSES"].items()):
         problems.append("AUDIO_CLASSES must map source names to lists of AudioSet class names, "
                         f"got {cfg['AUDIO_CLASSES']!r}")
     if problems:
         raise UserError((f"{where}: " if where else "") + ("\n  ".join(problems) if len(problems) == 1 else
                         f"{len(problems)} settings are out of range:\n  " + "\n  ".join(problems)))
+
+
+def cut(text, limit=60):
+    """User text shortened for a message: a 5000-character name must not become a 5000-character error."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit - 20]}...{text[-10:]} ({len(text)} characters)"
+
+
+def text_prompt_problems(template):
+    """TEXT_PROMPT needs one '{}' for the name and no other field (write a literal brace as '{{' or '}}')."""
+    try:
+        worded = template.format("NAME")
+    except (IndexError, KeyError, ValueError) as err:
+        return [f"TEXT_PROMPT={cut(template)!r} cannot take the name ({type(err).__name__}: {err}): it needs exactly "
+                "one '{}' and no other braces (write a literal brace as '{{' or '}}'), e.g. 'a photo of a {}'"]
+    if "NAME" not in worded or worded.count("NAME") != template.count("NAME") + 1:
+        return [f"TEXT_PROMPT={cut(template)!r} has no '{{}}' where the object's name goes, e.g. 'a photo of a {{}}'"]
+    return []
+
+
+def output_dir_problems(output_dir):
+    """OUTPUT_DIR is a folder name, and neither it nor a folder above it is an existing file."""
+    if not isinstance(output_dir, str) or not output_dir.strip():
+        return [f"OUTPUT_DIR={output_dir!r} is empty: give the folder runs are written to (default {OUTPUT_DIR!r})"]
+    if output_dir.startswith("~") and os.path.expanduser(output_dir) == output_dir:
+        return [f"OUTPUT_DIR={output_dir!r} starts with '~', which names no home folder here: give the full path"]
+    for folder in [Path(output_dir), *Path(output_dir).parents]:
+        if folder.exists():
+            if folder.is_dir():
+                break
+            where = "is a file" if folder == Path(output_dir) else f"lies under {folder}, which is a file"
+            return [f"OUTPUT_DIR={cut(output_dir)!r} {where}, not a folder: point it at a folder (it is created "
+                    "when missing)"]
+    return []
+
+
+def device_problems(device, smoke):
+    """DEVICE names a device this machine has (checked like CUDA: mps, meta, cuda:5 ...); smoke runs use the CPU."""
+    from util import get_device
+    if smoke and device not in ("", "cpu"):
+        return [f"DEVICE={device!r}: a smoke run builds its tiny models on the CPU; drop --DEVICE or give cpu"]
+    try:
+        get_device(device or None)
+    except (RuntimeError, ValueError) as err:
+        return [f"DEVICE={device!r}: {str(err).splitlines()[0]}"]
+    return []
+
+
+def name_key(name):
+    """The identity of an object or sound-source name: names equal after trimming and case-folding (' Cat',
+    'cat\t') are one name, and so are names that would make the same file name (safe_name, the one sanitiser)."""
+    return safe_name(" ".join(str(name).split()).casefold())
+
+
+def name_clashes(names):
+    """One line per name that repeats an earlier one (the same name_key): 'lists 'cat' and 'Cat ', ...'."""
+    seen, clashes = {}, []
+    for i, name in enumerate(names):
+        j = seen.setdefault(name_key(name), i)
+        if j != i:
+            clashes.append(f"lists {cut(name)!r} twice: list each name once" if names[j] == name else
+                           f"lists {cut(names[j])!r} and {cut(name)!r}, which are one name (equal after trimming "
+                           "spaces and ignoring case, or the same file name): keep one")
+    return clashes
 
 
 def audio_steps(cfg):
@@ -329,16 +414,54 @@ def run_file(run_dir, filename):
 
 def new_run_dir(output_dir, name):
     """outputs/<timestamp>_<name>/, created fresh: a run never writes into an earlier run's folder."""
+    import tempfile
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     safe = safe_name(name, limit=RUN_NAME_LIMIT) if name else "run"
-    for i in range(1000):
-        run_dir = Path(output_dir) / (f"{stamp}_{safe}" + (f"_{i}" if i else ""))
-        try:
-            run_dir.mkdir(parents=True, exist_ok=False)
-            return run_dir
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a new run folder in {output_dir}")
+    try:
+        for i in range(100):
+            run_dir = Path(output_dir) / (f"{stamp}_{safe}" + (f"_{i}" if i else ""))
+            try:
+                run_dir.mkdir(parents=True, exist_ok=False)
+                return run_dir
+            except FileExistsError:
+                continue
+        # a hundred runs of this name in one second (a job array): a random suffix, which mkdtemp makes unique
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{stamp}_{safe}_", dir=output_dir))
+        run_dir.chmod(0o777 & ~_umask())   # mkdtemp's folder is private (0700); a run folder is like any other
+        return run_dir
+    except OSError as err:
+        raise UserError(f"cannot create a run folder in OUTPUT_DIR={str(output_dir)!r}: {err.strerror} "
+                        f"({err.filename or output_dir}). Point --OUTPUT_DIR at a folder you can write to") from err
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output_dir(output_dir):
+    """Create OUTPUT_DIR and a file in it now, before any model loads: a read-only folder or disk, or one under a
+    file, is found here and not after minutes of model loading. Folders made only for this are removed again."""
+    out = Path(output_dir)
+    made = [p for p in [out, *out.parents] if not p.exists()]   # deepest first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile_in(out) as f:
+            f.write(b"probe")
+            f.flush()
+    except OSError as err:
+        raise UserError(f"OUTPUT_DIR={str(output_dir)!r} cannot be written: {err.strerror} ({err.filename or out}). "
+                        "Point --OUTPUT_DIR at a folder you can write to (it is created when missing)") from err
+    finally:
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def tempfile_in(folder):
+    import tempfile
+    return tempfile.TemporaryFile(dir=folder, prefix=".write-probe-")
 
 
 # -----------------------------------------------------------------------------
@@ -376,53 +499,63 @@ def parse_prompts(prompts, text_prompt=TEXT_PROMPT):
                'or, to find them by name, {"cat": {}, "duck": {}}')
     if not isinstance(prompts, dict) or len(prompts) != 2:
         raise UserError(f"SAM2_PROMPTS needs exactly two entries (object to remove in I_0, then object to add in "
-                        f"I_1), got {prompts!r}. Example: {example}")
-    parsed = []
-    for name, p in prompts.items():
-        if not isinstance(name, str) or not name.strip():
-            raise UserError(f"SAM2_PROMPTS: an object needs a name, got {name!r}")
-        if len(name) > NAME_LIMIT:
-            raise UserError(f"SAM2_PROMPTS name {name[:30]!r}... is {len(name)} characters long: names become file "
-                            f"names and sound-source names, at most {NAME_LIMIT}")
-        if not isinstance(p, dict):
-            raise UserError(f"SAM2_PROMPTS[{name!r}] must be a dict: points {{'x': [...], 'y': [...]}} or {{}} to "
-                            f"find the object by name, got {p!r}")
-        unknown = set(p) - {"x", "y", "labels", "text", "union"}
-        if unknown:
-            raise UserError(f"SAM2_PROMPTS[{name!r}] has unknown keys {sorted(unknown)}; use x, y, labels, or "
-                            "text and union for an object found by name")
-        if "x" not in p and "y" not in p:
-            from mask import name_prompt
-            text = p.get("text", name_prompt(name, text_prompt))
-            if not isinstance(text, str) or not text.strip():
-                raise UserError(f"SAM2_PROMPTS[{name!r}]['text'] must be a non-empty string, got {p.get('text')!r}")
-            if not isinstance(p.get("union", False), bool):
-                raise UserError(f"SAM2_PROMPTS[{name!r}]['union'] must be true or false, got {p['union']!r}")
-            parsed.append(ObjectPrompt(name, text=text, union=p.get("union", False)))
-            continue
-        if {"text", "union"} & set(p):
-            raise UserError(f"SAM2_PROMPTS[{name!r}] has points and {sorted({'text', 'union'} & set(p))}: points "
-                            "replace the name search; drop one of them")
-        if "x" not in p or "y" not in p:
-            raise UserError(f"SAM2_PROMPTS[{name!r}] needs both 'x' and 'y' (and optional 'labels'), or neither "
-                            f"(find it by name), got {p!r}")
-        xs = p["x"] if isinstance(p["x"], (list, tuple)) else [p["x"]]
-        ys = p["y"] if isinstance(p["y"], (list, tuple)) else [p["y"]]
-        labels = p.get("labels", [1] * len(xs))
-        labels = labels if isinstance(labels, (list, tuple)) else [labels] * len(xs)
-        if not xs or len(xs) != len(ys) or len(labels) != len(xs):
-            raise UserError(f"SAM2_PROMPTS[{name!r}]: x, y and labels must have the same length, got {p!r}")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                   for v in list(xs) + list(ys)):
-            raise UserError(f"SAM2_PROMPTS[{name!r}]: x and y must be pixel numbers, got {p!r}")
-        if any(lab not in (0, 1) for lab in labels):
-            raise UserError(f"SAM2_PROMPTS[{name!r}]: labels must be 1 (on the object) or 0 (not on it), got {labels}")
-        if 1 not in labels:
-            raise UserError(f"SAM2_PROMPTS[{name!r}] has no positive point (label 1): SAM2 needs one on the object")
-        parsed.append(ObjectPrompt(name, [[float(x), float(y)] for x, y in zip(xs, ys)], [int(v) for v in labels]))
-    if parsed[0].name == parsed[1].name:
-        raise UserError(f"SAM2_PROMPTS: the removed and the added object are both called {parsed[0].name!r}")
+                        f"I_1), got {cut(prompts, 300)!r}. Example: {example}")
+    parsed = [parse_prompt(name, p, text_prompt) for name, p in prompts.items()]
+    if name_key(parsed[0].name) == name_key(parsed[1].name):
+        same = (f"both called {parsed[0].name!r}" if parsed[0].name == parsed[1].name else
+                f"called {parsed[0].name!r} and {parsed[1].name!r}, which are one name (equal after trimming spaces "
+                "and ignoring case, or the same file name): both would be scored as the same sound")
+        raise UserError(f"SAM2_PROMPTS: the removed and the added object are {same}. Give them different names")
     return parsed
+
+
+def parse_prompt(name, p, text_prompt=TEXT_PROMPT):
+    """One SAM2_PROMPTS entry -> ObjectPrompt, by main's rules (verify_masks.py checks its lines with it too)."""
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"SAM2_PROMPTS: an object needs a name, got {name!r}")
+    if len(name) > NAME_LIMIT:
+        raise UserError(f"SAM2_PROMPTS name {name[:30]!r}... is {len(name)} characters long: names become file "
+                        f"names and sound-source names, at most {NAME_LIMIT}")
+    if not isinstance(p, dict):
+        raise UserError(f"SAM2_PROMPTS[{name!r}] must be a dict: points {{'x': [...], 'y': [...]}} or {{}} to "
+                        f"find the object by name, got {cut(p, 200)!r}")
+    unknown = set(p) - {"x", "y", "labels", "text", "union"}
+    if unknown:
+        raise UserError(f"SAM2_PROMPTS[{name!r}] has unknown keys {cut(sorted(map(str, unknown)), 200)}; use x, y, "
+                        "labels, or text and union for an object found by name")
+    if "x" not in p and "y" not in p:
+        if "labels" in p:   # labels belong to points: without them this is not a name search in disguise
+            raise UserError(f"SAM2_PROMPTS[{name!r}] has labels but no points: give 'x' and 'y' with them, or "
+                            "drop 'labels' to find the object by its name ({})")
+        if text_prompt_problems(text_prompt):
+            raise UserError(text_prompt_problems(text_prompt)[0])
+        from mask import name_prompt
+        text = p.get("text", name_prompt(name, text_prompt))
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"SAM2_PROMPTS[{name!r}]['text'] must be a non-empty string, got {p.get('text')!r}")
+        if not isinstance(p.get("union", False), bool):
+            raise UserError(f"SAM2_PROMPTS[{name!r}]['union'] must be true or false, got {p['union']!r}")
+        return ObjectPrompt(name, text=text, union=p.get("union", False))
+    if {"text", "union"} & set(p):
+        raise UserError(f"SAM2_PROMPTS[{name!r}] has points and {sorted({'text', 'union'} & set(p))}: points "
+                        "replace the name search; drop one of them")
+    if "x" not in p or "y" not in p:
+        raise UserError(f"SAM2_PROMPTS[{name!r}] needs both 'x' and 'y' (and optional 'labels'), or neither "
+                        f"(find it by name), got {cut(p, 200)!r}")
+    xs = p["x"] if isinstance(p["x"], (list, tuple)) else [p["x"]]
+    ys = p["y"] if isinstance(p["y"], (list, tuple)) else [p["y"]]
+    labels = p.get("labels", [1] * len(xs))
+    labels = labels if isinstance(labels, (list, tuple)) else [labels] * len(xs)
+    if not xs or len(xs) != len(ys) or len(labels) != len(xs):
+        raise UserError(f"SAM2_PROMPTS[{name!r}]: x, y and labels must have the same length, got {cut(p, 200)!r}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in list(xs) + list(ys)):
+        raise UserError(f"SAM2_PROMPTS[{name!r}]: x and y must be pixel numbers, got {cut(p, 200)!r}")
+    if any(lab not in (0, 1) for lab in labels):
+        raise UserError(f"SAM2_PROMPTS[{name!r}]: labels must be 1 (on the object) or 0 (not on it), got {labels}")
+    if 1 not in labels:
+        raise UserError(f"SAM2_PROMPTS[{name!r}] has no positive point (label 1): SAM2 needs one on the object")
+    return ObjectPrompt(name, [[float(x), float(y)] for x, y in zip(xs, ys)], [int(v) for v in labels])
 
 
 def check_image_and_points(image_path, prompt, notes):
@@ -458,10 +591,49 @@ def eval_labels(cfg, removed, added):
     try:
         labels = evaluation.clap_label_list(sources, cfg["EVAL_LABELS"])
     except ValueError:
-        raise UserError(f"EVAL_LABELS give two sources the same label: "
-                        f"{[evaluation.clap_label(s, cfg['EVAL_LABELS']) for s in sources]}") from None
+        texts = [evaluation.clap_label(s, cfg["EVAL_LABELS"]) for s in sources]
+        same = [(a, b) for i, a in enumerate(sources) for b in sources[i + 1:]
+                if texts[sources.index(a)] == texts[sources.index(b)]]
+        pairs = "; ".join(f"{cut(a)!r} and {cut(b)!r} both get {cut(texts[sources.index(a)])!r}" for a, b in same)
+        raise UserError(f"EVAL_LABELS give two sound sources the same CLAP label ({pairs or texts}): CLAP could not "
+                        "tell them apart. Give each source its own label text") from None
     label = lambda name: evaluation.clap_label(name, cfg["EVAL_LABELS"])   # noqa: E731
     return labels, label(removed), label(added), [label(k) for k in sources[2:]]
+
+
+def check_names(cfg, prompts):
+    """Sound-source names across settings: a kept source is not also the removed or added object (UserError).
+    Returns warnings for EVAL_LABELS / AUDIO_CLASSES keys that differ from a source only in case or spaces:
+    entries match exact names, so such a key is unused."""
+    names = [p.name for p in prompts]
+    problems = []
+    for kept in cfg["KEPT_SOURCES"]:
+        for role, name in zip(("removed", "added"), names):
+            if name_key(kept) == name_key(name):
+                problems.append(f"KEPT_SOURCES names {cut(kept)!r}, " + ("" if kept == name else "the same name as ")
+                                + f"the {role} object of SAM2_PROMPTS ({cut(name)!r}): a source cannot be both "
+                                f"{role} and kept. Drop it from KEPT_SOURCES")
+    if problems:
+        raise UserError(problems[0] if len(problems) == 1 else
+                        f"{len(problems)} problems with the names:\n  " + "\n  ".join(problems))
+    sources, notes = names + list(cfg["KEPT_SOURCES"]), []
+    for setting in ("EVAL_LABELS", "AUDIO_CLASSES"):
+        for key in cfg[setting]:
+            near = [s for s in sources if name_key(s) == name_key(key) and s != key]
+            if near and key not in sources:
+                notes.append(f"{setting} has an entry {cut(key)!r} but the source is called {cut(near[0])!r}: "
+                             "entries match exact names, so this one is unused (spell it as the source)")
+    return notes
+
+
+def check_audio_class_names(cfg, sources):
+    """AUDIO_CLASSES against AudioSet's 527 names (model/audioset_labels.csv) before any model loads; the loaded
+    classifier's own names are checked again after it loads (check_audio_classes)."""
+    import evaluation
+    try:
+        evaluation.resolve_audio_classes(sources, cfg["AUDIO_CLASSES"], evaluation.audioset_labels())
+    except ValueError as err:
+        raise UserError(str(err)) from err
 
 
 def roles_of(cfg, prompts):
@@ -480,11 +652,25 @@ def prepare_inputs(cfg):
     check_settings(cfg)
     images = [resolve_image(cfg["ORIGINAL"], cfg["IMAGE_DIR"]), resolve_image(cfg["EDITED"], cfg["IMAGE_DIR"])]
     prompts = parse_prompts(cfg["SAM2_PROMPTS"], cfg["TEXT_PROMPT"])
-    notes = []
+    notes = check_names(cfg, prompts)
     for image, prompt in zip(images, prompts):
         check_image_and_points(image, prompt, notes)
+    if same_file(*images):
+        notes.append(f"ORIGINAL and EDITED are the same image ({images[0]}" + ("" if images[0] == images[1] else
+                     f" and {images[1]} hold the same bytes") + "): there is no edit to follow, so the three audios "
+                     "differ only by the SVD manipulation. Give the edited image as --EDITED")
     eval_labels(cfg, prompts[0].name, prompts[1].name)   # label clashes fail now, not after the audio
+    check_audio_class_names(cfg, source_names(cfg, prompts))   # unknown AudioSet names too
     return images, prompts, notes
+
+
+def same_file(a, b):
+    """The two paths are one file, or two files with the same bytes."""
+    import filecmp
+    try:
+        return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 # -----------------------------------------------------------------------------
@@ -542,8 +728,17 @@ def recorded_warnings(store):
         warnings.showwarning = shown
 
 
+def save_tensors(data, path):
+    """torch.save into a new file, complete or absent (util.new_file): a full disk leaves no cut embeddings.pt."""
+    import torch
+    from util import new_file
+    with new_file(path) as f:
+        torch.save(data, f)
+
+
 def write_json(path, data):
-    with open(path, "x") as f:   # 'x': never replace a file
+    from util import new_file
+    with new_file(path, "x") as f:   # never replaces a file; complete or absent
         json.dump(data, f, indent=2, default=str)
 
 
@@ -556,25 +751,63 @@ class RunRecord:
 
     def __init__(self, run_dir, data):
         self.run_dir, self.path = Path(run_dir), Path(run_dir) / "run.json"
-        self.data = {"status": "running", "started": datetime.now().isoformat(timespec="seconds"), **data}
-        self.write()
+        # pid and host: a run killed with SIGKILL (which nothing can record) stays 'running'; `ps -p <pid>` on
+        # that host tells it apart from a run still going
+        self.data = {"status": "running", "started": datetime.now().isoformat(timespec="seconds"),
+                     "pid": os.getpid(), "host": platform.node(), **data}
+        try:
+            self.write()
+        except OSError:   # not even run.json fits (a full disk): leave no empty run folder behind
+            with contextlib.suppress(OSError):
+                self.run_dir.rmdir()
+            raise
 
     def update(self, **fields):
         self.data.update(fields)
         self.write()
 
-    def close(self, status, error=None):
+    def close(self, status, error=None, trace=None):
+        """The final run.json. Never raises: it runs while another error is on its way out (a full disk)."""
         self.data.update(status=status, ended=datetime.now().isoformat(timespec="seconds"),
-                         outputs=sorted(p.name for p in self.run_dir.iterdir() if p.name != "run.json.tmp"))
+                         outputs=sorted(p.name for p in self.run_dir.iterdir() if not p.name.startswith(".")
+                                        and p.name != "run.json.tmp"))
         if error is not None:
             self.data["error"] = error
-        self.write()
+        if trace is not None:
+            self.data["traceback"] = trace
+        try:
+            self.write()
+        except OSError as err:
+            self.write_in_place(err)
 
     def write(self):
         # run.json is this run's own file: replaced atomically, so a crash never leaves half a JSON behind
         tmp = self.path.with_name("run.json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(json.dumps(self.data, indent=2, default=str))
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)   # never a 0-byte run.json.tmp next to the last whole run.json
+            raise
+
+    def write_in_place(self, err):
+        """A full disk refuses the new run.json: the end of the run goes over the old one's own blocks instead,
+        as a short record (status, error, times), so run.json never stays at 'running' for a run that ended."""
+        short = {k: self.data[k] for k in ("status", "error", "started", "ended", "pid", "host", "outputs")
+                 if k in self.data}
+        short["note"] = (f"run.json was cut to these fields: the full record could not be written "
+                         f"({err.strerror or err}); results.json and the listed files hold the rest")
+        text = json.dumps(short, indent=2, default=str).encode()
+        try:
+            with open(self.path, "r+b") as f:
+                if len(text) > os.fstat(f.fileno()).st_size:
+                    short.pop("outputs", None)
+                    text = json.dumps(short, indent=2, default=str).encode()
+                f.write(text)
+                f.truncate(len(text))
+        except OSError as again:
+            print(f"WARNING: run.json in {self.run_dir} could not be updated ({again.strerror or again}): it still "
+                  "says 'running'; this run ended " + self.data["status"], file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -583,14 +816,42 @@ def recorded_run(run_dir, data):
     record = RunRecord(run_dir, data)
     try:
         yield record
+    except Stopped as err:
+        record.close("interrupted", error=str(err))
+        raise
     except KeyboardInterrupt:
         record.close("interrupted", error="KeyboardInterrupt (Ctrl-C)")
         raise
     except BaseException as err:
-        record.close("failed", error=f"{type(err).__name__}: {err}")
-        record.update(traceback=traceback.format_exc(limit=8))
+        record.close("failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc(limit=8))
         raise
     record.close("finished")
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a cluster job cancelled, the terminal closed): handled like Ctrl-C."""
+
+    def __init__(self, signum):
+        self.signum = signum
+        super().__init__(f"{signal.Signals(signum).name} (the process was told to stop)")
+
+
+@contextlib.contextmanager
+def stop_signals_as_interrupts():
+    """SIGTERM and SIGHUP raise Stopped in the main thread while the run goes, so run.json records them."""
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    names = [s for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]
+    try:
+        previous = {s: signal.signal(getattr(signal, s), stop) for s in names}
+    except ValueError:   # not the main thread (e.g. a UI calls main()): signals stay as they were
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(getattr(signal, s), handler)
 
 
 # -----------------------------------------------------------------------------
@@ -605,8 +866,8 @@ class Models:
     def __init__(self, cfg):
         from util import get_device
         self.smoke = bool(cfg["SMOKE"])
-        try:
-            self.device = get_device(cfg["DEVICE"] or None)
+        try:   # the tiny models are built on the CPU: a smoke run records the device it runs on
+            self.device = get_device("cpu" if self.smoke else cfg["DEVICE"] or None)
         except RuntimeError as err:   # DEVICE='cuda' on a machine without one
             raise UserError(f"DEVICE={cfg['DEVICE']!r}: {err}") from err
         self.config_path = Path(cfg["CONFIG_PATH"])
@@ -863,7 +1124,9 @@ def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None):
     rows = [(s, r) for s in seeds for r in drawn]
     steps = audio_steps(cfg)
     print(f"  slots {tuple(slots.shape)}: rows = baseline_original, baseline_edited, {len(emb_finals)} manipulated; "
-          f"objects per image: {[len(d) for d in detections]}; {len(seeds)} seed(s) {seeds}; "
+          f"object slots filled per image: {[min(len(d), slots.shape[1] - 1) for d in detections]} of "
+          f"{slots.shape[1] - 1}; "
+          f"{len(seeds)} seed(s) {seeds}; "
           f"{cfg['SAMPLER']} x {steps} steps" + ("; slot 0 pinned" if cfg["PIN_GLOBAL"] else ""))
     audio, claps = [], []
     # whole seeds per AudioLDM call: the rows of one seed share a batch, so the manipulated and baseline rows
@@ -953,7 +1216,7 @@ def main_pipeline(cfg, models, run_dir, images, prompts, record):
             for r, name in enumerate(AUDIO_NAMES):
                 wavs.append(save_wav(run_file(run_dir, wav_name(name, seed, seeds[0])), audio[s, r], sr).name)
         reach = e_final_reach(claps)
-        torch.save({"cls_0": tok["cls_0"], "patches_0": tok["patches_0"], "cls_1": tok["cls_1"],
+        save_tensors({"cls_0": tok["cls_0"], "patches_0": tok["patches_0"], "cls_1": tok["cls_1"],
                     "patches_1": tok["patches_1"], "M_neg": M_neg.bool(), "M_pos": M_pos.bool(), "m_neg": m_neg,
                     "m_pos": m_pos, "emb_bg": emb_bg, "emb_suppress": emb_suppress, "emb_boost": emb_boost,
                     "emb_final": emb_final, "slots": slots, "claps": claps, "seeds": torch.tensor(seeds),
@@ -1027,11 +1290,34 @@ def sweep_settings(grid):
 
 
 def check_sweep(cfg):
-    """Every setting of the grid checked like a single run's, before any model loads."""
-    settings = sweep_settings(cfg["SWEEP"])
-    for setting in settings:
+    """Every setting of the grid checked like a single run's, before any model loads. Values that would name
+    the same files are run once (cfg['SWEEP'] loses the repeats); returns a warning for each one dropped."""
+    cfg["SWEEP"], notes = dedupe_grid(cfg["SWEEP"])
+    for setting in sweep_settings(cfg["SWEEP"]):
         check_settings({**cfg, **setting}, where=f"sweep setting {setting_name(setting)}")
-    return settings
+    return notes
+
+
+def dedupe_grid(grid):
+    """(grid, warnings): a value of a setting that names the same files as an earlier one (SVD_K=1,1, or
+    SVD_ALPHA=0.3,0.3000001, which file names print as 0.3) is dropped with a warning, not run twice into
+    one file name."""
+    clean, notes = {}, []
+    for name, values in grid.items():
+        if not isinstance(values, list):
+            clean[name] = values   # sweep_settings says what is wrong with it
+            continue
+        kept = {}
+        for value in values:
+            part = setting_name({name: value}).casefold()
+            if part in kept:
+                same = "repeats" if kept[part] == value else "names the same files as"
+                notes.append(f"sweep {name}={value!r} {same} {name}={kept[part]!r} ({setting_name({name: value})}): "
+                             "run once")
+            else:
+                kept[part] = value
+        clean[name] = list(kept.values())
+    return clean, notes
 
 
 def setting_name(setting):
@@ -1104,7 +1390,7 @@ def run_sweep(cfg, models, run_dir, images, prompts, record):
             row["rank"] = rank
         write_csv(run_file(run_dir, "sweep.csv"), rows)
         plot_sweep_heatmap(rows, list(cfg["SWEEP"]), run_dir / "sweep_heatmap.png", key=rank_key + " mean")
-    torch.save({"settings": settings, "emb_final": torch.stack(emb_finals), "claps": all_claps, "seeds": seeds},
+    save_tensors({"settings": settings, "emb_final": torch.stack(emb_finals), "claps": all_claps, "seeds": seeds},
                run_dir / "embeddings.pt")
     record.update(settings=settings, timings_s=timer.seconds, detections=detection_record(detections))
     print(f"\nSettings ranked by the method's own effect ({rank_key}: change of P(added) - change of P(removed), "
@@ -1128,11 +1414,22 @@ def sweep_rank_key(rows):
 
 
 def write_csv(path, rows):
+    """A table of result rows (complete or absent, never replacing a file); user text is spreadsheet-safe."""
+    from util import new_file
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "x", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+    with new_file(path, "x", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[spreadsheet_text(k) for k in fields])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({spreadsheet_text(k): spreadsheet_text(v) for k, v in r.items()} for r in rows)
+
+
+def spreadsheet_text(value):
+    """A text cell that a spreadsheet would run as a formula (=, +, -, @, or a tab or carriage return first) gets
+    a leading apostrophe, which spreadsheets read as "this is text" (OWASP's advice on CSV injection). Numbers
+    stay numbers."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def plot_sweep_heatmap(rows, names, path, key="effect audioset contrast mean"):
@@ -1165,7 +1462,8 @@ def plot_sweep_heatmap(rows, names, path, key="effect audioset contrast mean"):
                  "baseline_edited, mean over seeds)", fontsize=8)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    with open(path, "xb") as f:
+    from util import new_file
+    with new_file(path) as f:   # complete or absent, never replaced
         fig.savefig(f, format="png", dpi=100)
     return path
 
@@ -1304,14 +1602,27 @@ def main(argv=None):
         if mode == "help":
             print(usage())
             return 0
-        return run(cfg, mode, manifest)
+        with stop_signals_as_interrupts():
+            return run(cfg, mode, manifest)
     except UserError as err:
         print(f"\nError: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\nInterrupted. What the run made so far stays in its folder; run.json says 'interrupted'.",
+    except KeyboardInterrupt as err:
+        why = f" by {str(err).split()[0]}" if isinstance(err, Stopped) else ""
+        print(f"\nInterrupted{why}. " + (f"What the run made so far stays in {cfg['_RUN_DIR']}; run.json says "
+                                         "'interrupted'." if cfg.get("_RUN_DIR") else "No run folder was made yet."),
               file=sys.stderr)
-        return 130
+        return 128 + err.signum if isinstance(err, Stopped) else 130
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        folder = Path(err.filename).parent if err.filename else Path(cfg["OUTPUT_DIR"])
+        what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                errno.EROFS: "the disk became read-only"}[err.errno]
+        print(f"\nError: {what} ({err.strerror}) while writing {err.filename or 'a result file'}. No file was left "
+              f"half-written: each file in {folder} is complete, and its run.json says 'failed'. Free some space "
+              f"(df -h {folder}) or point --OUTPUT_DIR at another disk, then run again.", file=sys.stderr)
+        return 1
     except Exception as err:
         from model.checkpoints import CheckpointError
         if isinstance(err, CheckpointError):
@@ -1336,10 +1647,11 @@ def run(cfg, mode, manifest):
     else:
         images, prompts, notes = prepare_inputs(cfg)
         if mode == "sweep":
-            check_sweep(cfg)
+            notes += check_sweep(cfg)
         sources = [(cfg, source_names(cfg, prompts))]
     for note in notes:
         print(f"WARNING: {note}")
+    check_output_dir(cfg["OUTPUT_DIR"])   # a read-only or full OUTPUT_DIR shows now, not after the models load
     # 2. every model opened (every checkpoint checked) before any work and before a run folder exists
     models, class_notes = load_models(cfg, sources)
     for note in class_notes:
@@ -1350,6 +1662,7 @@ def run(cfg, mode, manifest):
         name = cfg["RUN_NAME"] or f"{safe_name(prompts[0].name)}-to-{safe_name(prompts[1].name)}"
         name += "_sweep" if mode == "sweep" else ""
     run_dir = new_run_dir(cfg["OUTPUT_DIR"], name + ("_smoke" if cfg["SMOKE"] else ""))
+    cfg["_RUN_DIR"] = str(run_dir)   # for main()'s last word on an interrupted or failed run
     print(f"Run folder: {run_dir}\nDevice: {models.device}")
     start = time.perf_counter()
     torch.set_grad_enabled(False)

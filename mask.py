@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from util import get_device, image_size, load_image_rgb, open_image
+from util import get_device, image_size, load_image_rgb, new_file, open_image
 
 SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_l.yaml"   # must match checkpoints/sam2.1_hiera_large.pt
 SAM2_OVERRIDES = []   # hydra overrides of SAM2_CONFIG; none for the release (the release-format test shrinks it)
@@ -498,7 +498,7 @@ def save_proposals_figure(image, mask, info, path=None, title=None, top=7):
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "xb") as f:
+        with new_file(path) as f:   # complete or absent, never replaced
             fig.savefig(f, format="png", dpi=90)
     return fig
 
@@ -554,14 +554,9 @@ def save_mask_figure(image, mask, path=None, points=None, labels=None, title=Non
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            f = open(path, "xb")   # exclusive create: also safe against another run writing the same name
+            # exclusive, and complete or absent: no half-written PNG under a name that is now taken
+            with new_file(path) as f:
+                fig.savefig(f, format="png", dpi=100)
         except FileExistsError:
             raise FileExistsError(f"{path} already exists and is never overwritten; choose a new file name") from None
-        with f:
-            try:
-                fig.savefig(f, format="png", dpi=100)
-            except BaseException:
-                f.close()
-                path.unlink()   # no half-written PNG left behind under a name that is now taken
-                raise
     return fig

@@ -3,7 +3,10 @@
 Shapes follow the research plan (ViT-L/14 at 224 px): tokens [N, 257, 768] = 1 CLS + 16x16 patches,
 patch weights [B, 256], every embedding [768] and L2-normalised.
 """
+import contextlib
+import errno
 import functools
+import os
 import warnings
 from pathlib import Path
 
@@ -22,10 +25,25 @@ CLIP_RESOLUTION = 224   # ViT-L/14 input size; 224 / 14 = 16 patches a side
 def get_device(requested=None):
     """torch.device to run on: the requested one, else cuda -> mps -> cpu."""
     if requested is not None:
-        device = torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError as err:   # 'gpu', 'cuda:x': torch's own message names the valid types
+            raise RuntimeError(f"{requested!r} is not a device name ({str(err).splitlines()[0][:200]}); "
+                               "use cuda, cuda:1, mps or cpu") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {requested!r} was asked for but CUDA is not available on this machine; "
                                "use device='cpu' (slow) or run on a machine with an NVIDIA GPU")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {requested!r} was asked for but this machine has "
+                               f"{torch.cuda.device_count()} CUDA device(s), numbered from 0")
+        mps = getattr(torch.backends, "mps", None)
+        if device.type == "mps" and not (mps is not None and mps.is_available()):
+            raise RuntimeError(f"device {requested!r} was asked for but MPS (Apple-silicon GPU) is not available on "
+                               "this machine; use device='cpu', or cuda on a machine with an NVIDIA GPU")
+        if device.type not in ("cpu", "cuda", "mps"):   # meta holds no data; xpu, hip ... are not supported here
+            raise RuntimeError(f"device {requested!r} cannot run the models here: use cuda, mps or cpu"
+                               + (" (meta is PyTorch's device without data, for shapes only)"
+                                  if device.type == "meta" else ""))
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -156,6 +174,9 @@ def inspect_image(path):
         raise ValueError(f"image {path} is {w} x {h} pixels, an aspect ratio of {max(w, h) / min(w, h):.0f}:1: CLIP "
                          f"sees only its centre square, under 1/{MAX_ASPECT:.0f} of it. Crop it to at most "
                          f"{MAX_ASPECT:.0f}:1 around the objects")
+    # decode every pixel now, as the models will: a file cut short after a readable header (a third of a JPEG)
+    # fails here, not after the models load (open_image says "truncated or damaged")
+    open_image(path)
     notes = []
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         try:
@@ -197,6 +218,38 @@ def safe_name(text, limit=40):
     if len(name) > limit:
         return f"{name[:max(1, limit - 9)].rstrip('-_')}-{digest}"
     return name
+
+
+@contextlib.contextmanager
+def new_file(path, mode="xb", **kwargs):
+    """open(path, mode) for a file that must not exist yet, which appears under its name only when complete.
+
+    Every result file goes through here. The data goes to a hidden '.<name>.part' next to it and is linked to
+    `path` after the last byte is written, so a full disk, a crash or Ctrl-C mid-write leaves no truncated file
+    under a name that looks finished (the part file is removed), and an existing file is never replaced
+    (FileExistsError, as open(path, 'x') would raise). An OSError names the file it was writing.
+    """
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(errno.EEXIST, "already exists and is never overwritten; choose a new name", str(path))
+    part = path.with_name(f".{path.name}.part")
+    try:
+        with open(part, mode.replace("x", "w"), **kwargs) as f:   # a stale part of a killed run is ours
+            yield f
+        try:
+            os.link(part, path)   # fails if `path` appeared meanwhile: never replaces a file
+        except FileExistsError:
+            raise
+        except OSError:           # a file system without hard links (EPERM, ENOTSUP): check, then rename
+            if path.exists():
+                raise FileExistsError(errno.EEXIST, "already exists and is never overwritten", str(path)) from None
+            os.replace(part, path)
+    except OSError as err:
+        if err.filename is None:   # a disk-full error from deep inside a writer: say which file it was
+            err.filename = str(path)
+        raise
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def clip_view_box(size):

@@ -469,6 +469,22 @@ def main(argv=None):
         if not set(labels) <= {0, 1}:
             return fail(f"--labels must be 1 (on the object) or 0 (not on it), got {labels}")
         labels = labels * len(xs) if len(labels) == 1 else labels
+    # the printed line must be one main.py accepts: its own rules, before SAM2 loads or a figure is drawn
+    import main as main_py
+    name = args.text if args.text is not None and args.name == DEFAULT_NAME else args.name
+    entry = ({"text": args.prompt} if args.prompt else {}) if args.text is not None or interactive else \
+        {"x": xs, "y": ys, "labels": labels}
+    try:
+        main_py.parse_prompt(name, entry)
+    except main_py.UserError as err:
+        return fail(f"{err} (--name / --text give the name; --labels the labels)")
+    problems = main_py.output_dir_problems(args.out)
+    if problems:
+        return fail(problems[0].replace("OUTPUT_DIR=", "--out ").replace("--OUTPUT_DIR", "--out"))
+    try:
+        main_py.check_output_dir(args.out)
+    except main_py.UserError as err:
+        return fail(str(err).replace("OUTPUT_DIR=", "--out ").replace("--OUTPUT_DIR", "--out"))
 
     image = args.image if args.image is not None else (None if interactive and not args.text else DEFAULT_IMAGE)
     if image is not None:   # check the image and the points before loading SAM2, which takes a while

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from model import checkpoints
 from model.checkpoints import CheckpointError, hf_model_dir
-from util import get_device
+from util import get_device, new_file
 
 AUDIOLDM_REPO = "cvssp/audioldm-s-full-v2"
 SAMPLE_RATE = 16000      # AudioLDM's vocoder rate; emb_to_audio returns audio at pipe.vocoder.config.sampling_rate
@@ -401,7 +401,7 @@ def save_wav(path, audio, sample_rate=SAMPLE_RATE, overwrite=False):
     path.parent.mkdir(parents=True, exist_ok=True)
     # 'x' creates the file atomically or fails, so two runs can never write over each other's results
     try:
-        with open(path, "wb" if overwrite else "xb") as f:
+        with (open(path, "wb") if overwrite else new_file(path)) as f:   # new_file: complete or absent
             sf.write(f, audio, int(sample_rate), format="WAV", subtype="PCM_16")
     except FileExistsError:
         raise FileExistsError(f"{path} already exists; results are never overwritten "

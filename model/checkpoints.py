@@ -238,9 +238,10 @@ def _hf_message(ckpt, cause):
     ])
 
 
-def _first(items, n=5):
-    """'a, b, c, ... (12 in all)': key lists in messages stay short however many keys differ."""
-    items = [str(i) for i in items]
+def _first(items, n=5, width=80):
+    """'a, b, c, ... (12 in all)': key lists in messages stay short however many keys differ, and however long
+    each key is (a file with 5000-character keys gives a message of a few hundred characters)."""
+    items = [str(i) if len(str(i)) <= width else f"{str(i)[:width - 25]}...({len(str(i))} characters)" for i in items]
     shown = ", ".join(items[:n])
     return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
 
@@ -357,6 +358,18 @@ def state_dict_problems(expected, state):
 DERIVED_BUFFERS = ("position_ids", "token_type_ids")
 
 
+def read_pretrained(from_pretrained, folder, what, name=None, **kwargs):
+    """from_pretrained(folder, **kwargs) of a config, tokenizer or model, with a CheckpointError for a damaged
+    file: transformers and safetensors raise OSError, ValueError (bad JSON), RuntimeError or SafetensorError
+    (a cut or garbage .safetensors) with messages that do not say which checkpoint to fetch again."""
+    from safetensors import SafetensorError
+    try:
+        return from_pretrained(folder, **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise CheckpointError(f"{what} in {folder} cannot be loaded ({_one_line(err)}): a file of it is damaged or "
+                              f"cut short.\n{_fix_line(name, folder)}") from err
+
+
 def load_pretrained_strictly(cls, folder, what, name=None, **kwargs):
     """cls.from_pretrained(folder, **kwargs), refusing a checkpoint that does not fit the config.
 
@@ -364,12 +377,8 @@ def load_pretrained_strictly(cls, folder, what, name=None, **kwargs):
     it; here every missing, unexpected or mis-shaped key (other than DERIVED_BUFFERS) is a CheckpointError
     that names the first few. Weights are read from safetensors only: a .bin next to them is a pickle.
     """
-    try:
-        model, info = cls.from_pretrained(folder, output_loading_info=True, use_safetensors=True, **kwargs)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{what} in {folder} cannot be loaded ({type(err).__name__}: "
-                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})\n"
-                              f"{_fix_line(name, folder)}") from err
+    model, info = read_pretrained(cls.from_pretrained, folder, what, name, output_loading_info=True,
+                                  use_safetensors=True, **kwargs)
     problems = []
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         keys = [k if isinstance(k, str) else str(k[0]) for k in (info.get(kind) or [])]
@@ -446,7 +455,10 @@ def status(name):
     ckpt = _entry(name)
     try:
         return f"ok       {verify(name)}"
-    except CheckpointError as err:
+    except Exception as err:   # a CheckpointError, or a library's own error on a damaged file: one line each
+        if not isinstance(err, CheckpointError):
+            err = CheckpointError(f"{ckpt.what} cannot be read ({_one_line(err)}): damaged or not the "
+                                  f"publisher's file.\n{_fix_line(name)}")
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         where = ckpt.hf_repo if ckpt.hf_repo else CHECKPOINT_DIR / ckpt.filename
         absent = lines[0].startswith(f"Checkpoint '{ckpt.filename}'") and "is missing" in lines[0]
@@ -460,9 +472,15 @@ def status(name):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     check_only = "--check" in argv
+    options = [a for a in argv if a.startswith("-") and a != "--check"]
+    unknown = [a for a in argv if not a.startswith("-") and a not in CHECKPOINTS]
+    if options or unknown:
+        print("\n".join([f"unknown option {a!r}" for a in options] + [f"unknown checkpoint {a!r}" for a in unknown])
+              + f"\nusage: python -m model.checkpoints [--check] [{' '.join(CHECKPOINTS)}]\n"
+              "  (no names = all; --check opens the files that are there and checks them, downloading nothing)",
+              file=sys.stderr)
+        return 2
     names = [a for a in argv if a != "--check"] or list(CHECKPOINTS)
-    for n in names:
-        _entry(n)
     failed = []
     for n in names:
         ckpt = CHECKPOINTS[n]
@@ -486,4 +504,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m model.checkpoints`, this file is the module __main__, a second copy next to the
+    # model.checkpoints that the loaders import: its CheckpointError is a different class from theirs and would
+    # catch none of their errors. The imported module's main() uses the one class everything raises.
+    from model.checkpoints import main as _main
+    sys.exit(_main())

@@ -22,6 +22,7 @@ import functools
 import math
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -294,7 +295,11 @@ def detect_objects(images, yolo=None, detector_cfg=None, device=None):
                            crop=crop_box(img, box))
                  for box, j, c in zip(xyxy, order.tolist(), classes)]
         shown = ", ".join(f"{d.label} {d.score:.2f}" for d in found[:6]) + (", ..." if len(found) > 6 else "")
-        print(f"YOLO: {len(found)} objects in {_name(image, i)}" + (f": {shown}" if found else ""))
+        # say what top_k left out: a crowded image loses most of its boxes, and that changes the remix
+        left = len(scores) - len(found)
+        print(f"YOLO: {len(found)} objects in {_name(image, i)}" + (f": {shown}" if found else "")
+              + (f" ({left} more detected and left out: only the top_k={top_k} most confident are kept)"
+                 if left else ""))
         detections.append(found)
     return detections
 
@@ -331,6 +336,9 @@ def build_remix_slots(global_embs, local_embs, slot=SLOTS, scores=None):
                 raise ValueError(f"image {b}: {s.numel()} scores for {embs.shape[0]} object embeddings")
             embs = embs[torch.argsort(s, descending=True, stable=True).to(embs.device)]
         n = min(embs.shape[0], slot - 1)
+        if n < embs.shape[0]:
+            warnings.warn(f"image {b}: {embs.shape[0]} objects for {slot - 1} object slots: {n} filled, the "
+                          f"{embs.shape[0] - n} least confident left out")
         slots[b, 1:1 + n] = embs[:n]
     return slots
 

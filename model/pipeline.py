@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from model.checkpoints import CheckpointError, checkpoint_path, load_torch_file, state_dict_problems
+from model.checkpoints import CheckpointError, _first, checkpoint_path, load_torch_file, state_dict_problems
 from model.networks import build_networks, l2_normalize, mean_of_draws
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ class SSV2A(nn.Module):
         self.timestamp = str(state.get("timestamp", ""))
         self.ignored_entries = sorted(str(k) for k in state if k not in (*STATE_KEYS, "timestamp"))
         if self.ignored_entries:
-            print(f"  {path.name}: ignored top-level entries {', '.join(self.ignored_entries)} (not used for inference)")
+            print(f"  {path.name}: ignored top-level entries {_first(self.ignored_entries)} (not used for inference)")
         return self
 
     def _modules_by_state(self):
@@ -262,7 +262,7 @@ def _read_checkpoint_file(path):
     """The checkpoint's top-level dict, read weights-only; CheckpointError when it is not SSV2A's format."""
     state = load_torch_file(path, "ssv2a", what="SSV2A checkpoint")
     if not isinstance(state, dict) or any(not isinstance(state.get(k), dict) for k in STATE_KEYS):
-        found = ", ".join(sorted(map(str, state))) if isinstance(state, dict) else f"a {type(state).__name__}"
+        found = _first(sorted(map(str, state))) if isinstance(state, dict) else f"a {type(state).__name__}"
         raise CheckpointError(f"{path} is not an SSV2A checkpoint: expected a dict with state dicts "
                               f"{', '.join(STATE_KEYS)}, found {found or 'an empty dict'}")
     return state
@@ -277,7 +277,7 @@ def verify_ssv2a_file(path, config=None):
     model.check_states(state, path)
     n = sum(len(state[k]) for k in STATE_KEYS)
     extra = sorted(str(k) for k in state if k not in (*STATE_KEYS, "timestamp"))
-    return (f"{path}: {n} tensors fit {model.config_source}" + (f" (ignored entries: {', '.join(extra)})"
+    return (f"{path}: {n} tensors fit {model.config_source}" + (f" (ignored entries: {_first(extra)})"
                                                                  if extra else ""))
 
 

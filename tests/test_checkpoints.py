@@ -126,3 +126,45 @@ def test_cli_check_reports_and_fails_when_missing(empty_dir, capsys):
     assert ck.main(["--check", "sam2", "ssv2a"]) == 1
     out = capsys.readouterr().out
     assert "missing" in out and "sam2.1_hiera_large.pt" in out and "ssv2a.pth" in out
+
+
+def _module_cli(args, env):
+    """`python -m model.checkpoints ...` as a user runs it: a fresh process, where the module is __main__."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, "-m", "model.checkpoints", *args], cwd=root, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+
+
+def test_check_as_a_module_reports_full_size_damaged_files_in_one_line_each(tmp_path):
+    # full-size files of zeros (sparse: no disk used): past the size check, into the loaders' own checks, whose
+    # CheckpointError the __main__ copy of this module used to miss (a different class), ending in a traceback
+    for name in ("sam2", "yolo"):
+        with open(tmp_path / ck.CHECKPOINTS[name].filename, "wb") as f:
+            f.truncate(ck.CHECKPOINTS[name].min_bytes + 1)
+    done = _module_cli(["--check", "sam2", "yolo"], {"CHECKPOINT_DIR": str(tmp_path)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("  ")]
+    assert len(lines) == 2 and all(line.split()[0] == "bad" and "not a complete zip archive" in line
+                                   and len(line) < 1000 for line in lines), done.stdout
+    assert "Not available or not usable: sam2, yolo" in done.stdout
+    assert "CheckpointError" not in done.stdout   # the loaders' own message, not one wrapped as an unknown error
+
+
+@pytest.mark.parametrize("args, says", [(["--check", "sam3"], "unknown checkpoint 'sam3'"),
+                                        (["--chek"], "unknown option '--chek'")])
+def test_unknown_names_and_options_are_a_message_not_a_key_error(args, says, capsys):
+    assert ck.main(args) == 2
+    err = capsys.readouterr().err
+    assert says in err and "usage: python -m model.checkpoints [--check] [clip sam2 yolo" in err
+
+
+def test_key_lists_stay_short_however_long_the_keys():
+    keys = [f"{i}" + "k" * 5000 for i in range(12)]
+    text = ck._first(keys)
+    assert len(text) < 600 and "(5001 characters)" in text and "(12 in all)" in text
+    problems = ck.state_dict_problems({"a": (1,)}, {k: None for k in keys})
+    assert len("; ".join(problems)) < 700 and "12 unexpected key(s)" in problems[1]

@@ -96,13 +96,10 @@ def test_help_lists_every_constant(capsys):
     ({"cat": {"x": 1, "y": 1, "text": "a cat"}, "duck": {}}, "points and \\['text'\\]"),
     ({"cat": {"z": 1}, "duck": {}}, "unknown keys"),
     ({"cat": "a cat", "duck": {}}, "must be a dict"),
-    ({"cat": {}, "cat ": {}}, None),
+    ({"cat": {}, "cat ": {}}, "'cat' and 'cat ', which are one name"),
     ({"c" * 41: {}, "duck": {}}, "41 characters long"),
 ])
 def test_malformed_prompts(prompts, match):
-    if match is None:
-        assert [p.name for p in main.parse_prompts(prompts)] == ["cat", "cat "]
-        return
     with pytest.raises(main.UserError, match=match):
         main.parse_prompts(prompts)
 
@@ -146,10 +143,10 @@ def test_point_outside_the_image_and_missing_image(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, says", [
     (["--SVD_K=0"], "SVD_K=0 is out of range: it must be a whole number >= 1"),
-    (["--SVD_ALPHA=-0.1"], "SVD_ALPHA=-0.1 is out of range: it must be a number >= 0"),
+    (["--SVD_ALPHA=-0.1"], "SVD_ALPHA=-0.1 is out of range: it must be a number in [0, 1000]"),
     (["--MIX_ALPHA=0", "--MIX_BETA=0", "--MIX_GAMMA=0", "--MIX_DIRECT=0"], "are all 0: give at least one"),
-    (["--MIX_BETA=-0.4"], "MIX_BETA=-0.4 is out of range: it must be a weight >= 0"),
-    (["--DURATION=0"], "DURATION=0.0 is out of range: it must be seconds in (0, 60]"),
+    (["--MIX_BETA=-0.4"], "MIX_BETA=-0.4 is out of range: it must be a weight in [0, 1]"),
+    (["--DURATION=0"], "DURATION=0.0 is out of range: it must be seconds in [0.1, 60]"),
     (["--DURATION=inf"], "DURATION=inf is out of range"),
     (["--DDIM_STEPS=0"], "DDIM_STEPS=0 is out of range: it must be a whole number in 1-999"),
     (["--DDIM_STEPS=1000"], "DDIM_STEPS=1000 is out of range"),

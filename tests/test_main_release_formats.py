@@ -221,3 +221,28 @@ def test_a_damaged_checkpoint_stops_main_before_any_work_or_folder(release, tmp_
     assert code == 2 and "SAM2 checkpoint" in captured.err and "not a readable PyTorch checkpoint" in captured.err
     assert "STEP 1" not in captured.out          # no SAM2 mask, no audio before the failure
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name, file, says", [
+    ("ast", "model.safetensors", "the AST classifier in"),        # cut in half: a SafetensorError inside
+    ("roberta", "config.json", "the roberta-base config in"),     # not JSON: an OSError inside transformers
+])
+def test_damaged_hugging_face_files_get_one_clean_message(release, tmp_path, monkeypatch, capsys, name, file, says):
+    import huggingface_hub.constants as hf_constants
+    hub = tmp_path / "hub"
+    shutil.copytree(release["hub"], hub)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hub))
+    path = main.Path(ck.hf_model_dir(name, download=False)) / file
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    _clear_loaders()
+    line = ck.status(name)
+    assert line.startswith("bad") and says in line and "cannot be loaded" in line and len(line) < 1000, line
+    out = tmp_path / "outputs"
+    code = main.main([f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}",
+                      f"--CHECKPOINT_PATH={release['ckpts'] / 'ssv2a.pth'}", "--DEVICE=cpu"])
+    _clear_loaders()
+    captured = capsys.readouterr()
+    assert code == 2 and says in captured.err and "Traceback" not in captured.err, captured.err[-3000:]
+    assert not out.exists()

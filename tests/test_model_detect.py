@@ -110,7 +110,9 @@ def test_more_than_63_objects_keep_the_most_confident(busy_all):
     # straight into the slot builder: 70 objects in shuffled order, ordered by their scores
     g = torch.Generator().manual_seed(0)
     glob, embs, scores = torch.randn(1, 768, generator=g), torch.randn(70, 768, generator=g), torch.randperm(70, generator=g)
-    built = detect.build_remix_slots(glob, [embs], slot=64, scores=[scores.float()])
+    with pytest.warns(UserWarning, match="image 0: 70 objects for 63 object slots: 63 filled, the 7 least confident "
+                                         "left out"):
+        built = detect.build_remix_slots(glob, [embs], slot=64, scores=[scores.float()])
     best = torch.argsort(scores, descending=True)[:63]
     assert torch.equal(built[0, 1:], embs[best]) and torch.equal(built[0, 0], glob[0])
     assert torch.equal(built, detect.build_remix_slots(glob, [embs], slot=64, scores=[scores.float()]))
@@ -158,7 +160,10 @@ def test_no_files_left_behind_and_progress_line(busy, clip_model, tmp_path, monk
     detect.image_remix_slots(["original.png"], busy, *clip_model)
     assert sorted(os.listdir(work)) == ["original.png"]
     assert os.listdir(scratch) == []
-    assert "YOLO: 16 objects in original.png: " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "YOLO: 16 objects in original.png: " in out
+    # what top_k left out is said, not dropped without a word
+    assert "(48 more detected and left out: only the top_k=16 most confident are kept)" in out
 
 
 def test_thread_count_restored_after_predict_and_after_an_error():

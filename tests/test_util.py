@@ -694,3 +694,40 @@ def test_get_device_cuda_without_gpu_is_a_clear_error():
         util.get_device("cuda")
     assert util.get_device("cpu") == torch.device("cpu")
     assert util.get_device().type in ("cpu", "mps")
+
+
+@pytest.mark.parametrize("device, says", [("meta", "cannot run the models here"), ("gpu", "is not a device name"),
+                                          ("xpu", "cannot run the models here")])
+def test_get_device_refuses_devices_it_cannot_run_on(device, says):
+    with pytest.raises(RuntimeError, match=says):
+        util.get_device(device)
+    if not torch.backends.mps.is_available():
+        with pytest.raises(RuntimeError, match="MPS .* is not available"):
+            util.get_device("mps")
+
+
+def test_new_file_appears_only_when_complete_and_never_replaces(tmp_path):
+    import errno
+    path = tmp_path / "figure.png"
+    with pytest.raises(OSError) as err:
+        with util.new_file(path) as f:
+            f.write(b"\x89PNG half a figure")
+            raise OSError(errno.ENOSPC, "No space left on device")   # the disk filled up mid-write
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)   # names the file it was writing
+    assert list(tmp_path.iterdir()) == []            # no cut file under the name, no part file either
+    with util.new_file(path) as f:
+        f.write(b"whole")
+    assert path.read_bytes() == b"whole" and [p.name for p in tmp_path.iterdir()] == ["figure.png"]
+    with pytest.raises(FileExistsError):
+        with util.new_file(path) as f:
+            f.write(b"other")
+    assert path.read_bytes() == b"whole"
+
+
+def test_a_truncated_jpeg_fails_the_pre_check(tmp_path):
+    from conftest import ROOT
+    data = (ROOT / "images" / "original.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 3])
+    with pytest.raises(ValueError, match="cut.jpg.*truncated or damaged"):
+        util.inspect_image(tmp_path / "cut.jpg")
+    assert util.inspect_image(ROOT / "images" / "original.jpg")["size"] == (672, 672)

@@ -317,3 +317,28 @@ def test_text_then_clicks_replace_the_name_search(tmp_path, monkeypatch, capsys)
     text = capsys.readouterr().out
     assert "the points you place replace the name search" in text
     assert prompt_lines(text)[-1].strip() == '"cat": {"x": [300], "y": [200], "labels": [1]},'
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--x", "30", "--y", "20", "--name", ""], "an object needs a name"),
+    (["--x", "30", "--y", "20", "--name", "c" * 5000], "is 5000 characters long"),
+    (["--x", "30", "--y", "20", "--labels", "0"], "has no positive point (label 1)"),
+    (["--text", " "], "an object needs a name"),
+])
+def test_printed_lines_follow_mains_rules_before_sam2_loads(args, says, image_path, tmp_path, capsys):
+    """verify_masks.py never prints a SAM2_PROMPTS line that main.py would refuse: it checks with main's rules."""
+    assert verify_masks.main(["--image", str(image_path), "--out", str(tmp_path / "figs"), "--smoke", *args]) == 2
+    captured = capsys.readouterr()
+    assert says in captured.err and "Traceback" not in captured.err and len(captured.err) < 600, captured.err
+    assert "SMOKE" not in captured.out and not (tmp_path / "figs").exists()   # SAM2 never loaded, nothing drawn
+
+
+def test_out_pointing_at_a_file_is_refused_first(image_path, tmp_path, capsys):
+    taken = tmp_path / "figures.png"
+    taken.write_bytes(b"someone's file")
+    for out in (taken, taken / "sub"):
+        assert verify_masks.main(["--image", str(image_path), "--x", "30", "--y", "20", "--out", str(out),
+                                  "--smoke"]) == 2
+        captured = capsys.readouterr()
+        assert "--out" in captured.err and "is a file" in captured.err and "SMOKE" not in captured.out
+    assert taken.read_bytes() == b"someone's file"
