@@ -879,3 +879,18 @@ def scores_record(scores, sources, rows=(0, 1, 2)):
                      "per_seed": clap,
                      "all_labels_per_seed": {n: scores["clap_probs"][:, r].tolist() for n, r in zip(AUDIO_NAMES, rows)}},
             "notes": scores["notes"]}
+
+
+# --- verdict_rows: lead replaces at merge ---
+def verdict_rows(result):
+    """The verdict as a flat list of dicts (question, scorer, check, status, mean, std, ci_low, ci_high,
+    fraction_holds, n, description): for tables and the browser bench (app.py)."""
+    rows = []
+    for view, scorer in (("verdict", "audioset"), ("clap_view", "clap")):
+        for name, c in result[view]["checks"].items():
+            lo, hi = c["ci95"] if c["ci95"] else (None, None)
+            rows.append({"question": "edit_followed", "scorer": "clap" if c["scorer"] == "clap" else scorer,
+                         "check": name, "status": "PASS" if c["confident"] else ("weak" if c["passed"] else "FAIL"),
+                         "mean": c["mean"], "std": c["std"], "ci_low": lo, "ci_high": hi,
+                         "fraction_holds": c["fraction_holds"], "n": c["n"], "description": c["description"]})
+    return rows
