@@ -564,6 +564,7 @@ def build_ui(bench):
             return values
 
         def on_check(prompts_value, kept_value, path0, path1, *control_values):
+            """main.py's checks of everything set on the page: its message, or the reproduce command."""
             try:
                 argv, command = bench.command(values_of(prompts_value, kept_value, path0, path1, control_values))
                 run_cfg = bench.config(argv)
@@ -573,7 +574,8 @@ def build_ui(bench):
             return note_box("Settings, images and objects pass main.py's checks."), command
 
         inputs = [prompts_box, kept, paths[0], paths[1]] + [controls[n] for n in names_of_controls]
-        check.click(on_check, inputs, [status, command_box], api_name="check_settings")
+        input_names = ["SAM2_PROMPTS", "KEPT_SOURCES", "ORIGINAL", "EDITED"] + names_of_controls
+        check.click(named(on_check, input_names), inputs, [status, command_box], api_name="check_settings")
 
         def results_view(run_dir, results, seed=None, full=True):
             seeds = results["seeds"] if results else [int(p) for p in [seed]]
@@ -597,9 +599,9 @@ def build_ui(bench):
                 out[download] = gr.update(value=bench.zip_run(run_dir), visible=True)
             return out
 
-        def on_run(data, request: gr.Request, progress=gr.Progress()):
-            prompts_value, kept_value, path0, path1 = (data[c] for c in inputs[:4])
-            control_values = [data[c] for c in inputs[4:]]
+        def on_run(*args):
+            """One run of main.py's pipeline, as a generator: progress, the audio as soon as it exists, results."""
+            prompts_value, kept_value, path0, path1, *control_values, request, progress = args
             session = request.session_hash if request is not None else "api"
             cancel = bench.cancel_flag(session)
             cancel.clear()
@@ -665,7 +667,7 @@ def build_ui(bench):
 
         outputs = [status, command_box, seed_pick, *audios, spectrograms, scores_plot, verdict_table, verdict_text,
                    reach, download, run_state]
-        run_button.click(on_run, set(inputs), outputs, api_name="run", concurrency_limit=1, concurrency_id="run")
+        run_button.click(named(on_run, input_names, request=gr.Request, progress=gr.Progress()), inputs, outputs, api_name="run", concurrency_limit=1, concurrency_id="run")
 
         def on_cancel(request: gr.Request):
             bench.cancel_flag(request.session_hash if request is not None else "api").set()
@@ -683,6 +685,21 @@ def build_ui(bench):
 
         seed_pick.input(on_seed, [seed_pick, run_state], [seed_pick, *audios, spectrograms])
     return demo
+
+
+def named(fn, names, request=None, progress=None):
+    """fn(*values[, request, progress]) with one named parameter per input, as gradio reads a signature: the API
+    endpoint's parameters get main.py's names, and gradio passes the request and a progress tracker last."""
+    import inspect
+    P = inspect.Parameter
+    params = [P(n, P.POSITIONAL_OR_KEYWORD) for n in names]
+    if request is not None:
+        params.append(P("request", P.POSITIONAL_OR_KEYWORD, annotation=request))
+        fn.__annotations__ = {"request": request}
+    if progress is not None:
+        params.append(P("progress", P.POSITIONAL_OR_KEYWORD, default=progress))
+    fn.__signature__ = inspect.Signature(params)
+    return fn
 
 
 def run_path(path, default_name, example_path):
