@@ -542,9 +542,9 @@ def build_ui(bench):
             seed_pick = gr.Radio([], label="seed", elem_id="seed_pick", interactive=True)
             with gr.Row():
                 audios = [gr.Audio(label=n, type="filepath", interactive=False, elem_id=n) for n in main.AUDIO_NAMES]
-            spectrograms = gr.Image(label="spectrograms of this seed's three audios", interactive=False,
+            spectrograms = gr.Image(show_label=False, label="spectrograms of this seed's three audios", interactive=False,
                                     elem_id="spectrograms", buttons=["fullscreen"])
-            scores_plot = gr.Image(label="scores per source and audio; the verdict's paired differences",
+            scores_plot = gr.Image(show_label=False, label="scores per source and audio; the verdict's paired differences",
                                    interactive=False, elem_id="scores", buttons=["fullscreen"])
             verdict_table = gr.Dataframe(headers=VERDICT_COLUMNS,
                                          label="verdict: paired differences over seeds (mean, std, 95% interval, "

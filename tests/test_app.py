@@ -154,6 +154,7 @@ def test_page_click_find_run_download_and_the_cli_makes_the_same_wavs(server, br
     expect(page.locator("#message0")).to_contain_text("cannot read image", timeout=30000)
     expect(page.locator("#message0")).to_contain_text("use a JPEG or PNG file")
     expect(page.locator("#path0 textarea, #path0 input").first).to_have_value("images/original.jpg")
+    page.locator("#message0").scroll_into_view_if_needed()
     page.screenshot(path=shots / "2_bad_upload.png")
 
     # an out-of-range slider: main.py's own message, and no run folder
