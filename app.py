@@ -70,8 +70,7 @@ class Bench:
             mode, _ = main.parse_args(self.main_argv, self.cfg)
         if mode != "run":
             raise main.UserError(f"app.py takes main.py's --NAME=value settings and --smoke, not --{mode}")
-        main.check_settings(self.cfg)
-        images, prompts, _ = main.prepare_inputs(self.cfg)
+        images, prompts, _ = main.prepare_inputs(self.cfg)   # main.py's checks of its settings, images, prompts
         self.example = [str(p) for p in images]
         self.models, notes = main.load_models(self.cfg, [(self.cfg, main.source_names(self.cfg, prompts))])
         for note in notes:
@@ -385,7 +384,7 @@ def build_ui(bench):
             ("\n\n**Smoke models**: tiny random weights on the CPU. Masks are arbitrary and the audio is noise; "
              "this checks the plumbing, not the method." if cfg["SMOKE"] else ""))
         obj_states = [gr.State(dict(s)) for s in starts]
-        paths, images, names, kinds, messages, proposals, proposal_states, finds = [], [], [], [], [], [], [], []
+        paths, images, names, messages, proposals, proposal_states, finds = [], [], [], [], [], [], []
         with gr.Row():
             for i, (title, role) in enumerate([("I_0: original", "removed"), ("I_1: edited", "added")]):
                 with gr.Column():
@@ -412,7 +411,6 @@ def build_ui(bench):
                 paths.append(path)
                 images.append(image)
                 names.append(name)
-                kinds.append(kind)
                 messages.append(message)
                 proposals.append(proposal)
                 proposal_states.append(gr.State({}))
