@@ -420,7 +420,7 @@ def build_ui(bench):
                     try:
                         kept, notes = bench.keep_image(file)
                         bench.segmenter(kept)   # encode now: every click after this runs the decoder only
-                    except main.UserError as err:
+                    except (main.UserError, ValueError, OSError, RuntimeError) as err:
                         return gr.skip(), gr.skip(), state, error_box(err)
                     state = {**state, "points": [], "labels": []}
                     img, _ = preview(kept)
