@@ -421,7 +421,8 @@ def build_ui(bench):
                         kept, notes = bench.keep_image(file)
                         bench.segmenter(kept)   # encode now: every click after this runs the decoder only
                     except (main.UserError, ValueError, OSError, RuntimeError) as err:
-                        return gr.skip(), gr.skip(), state, error_box(err)
+                        # the message names the file as the user knows it, not the server's temporary copy
+                        return gr.skip(), gr.skip(), state, error_box(str(err).replace(str(file), Path(file).name))
                     state = {**state, "points": [], "labels": []}
                     img, _ = preview(kept)
                     note = note_box("; ".join(notes + ["image encoded by SAM2: click the object"]))
