@@ -573,6 +573,8 @@ def build_ui(bench):
             return note_box("Settings, images and objects pass main.py's checks."), command
 
         inputs = [prompts_box, kept, paths[0], paths[1]] + [controls[n] for n in names_of_controls]
+        for control in [prompts_box, kept] + list(controls.values()):   # an old refusal is stale once edited
+            control.input(lambda: "", None, status, queue=False, show_progress="hidden")
         input_names = ["SAM2_PROMPTS", "KEPT_SOURCES", "ORIGINAL", "EDITED"] + names_of_controls
         check.click(named(on_check, input_names), inputs, [status, command_box], api_name="check_settings")
 
