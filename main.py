@@ -118,6 +118,10 @@ class UserError(Exception):
     """Bad input or a missing file: main() prints the message (which says what to do) without a traceback."""
 
 
+class RunCancelled(Exception):
+    """A caller's progress callback (the app's Cancel button) stopped the run between steps: run.json 'cancelled'."""
+
+
 # -----------------------------------------------------------------------------
 # command line
 
@@ -816,6 +820,9 @@ def recorded_run(run_dir, data):
     record = RunRecord(run_dir, data)
     try:
         yield record
+    except RunCancelled as err:
+        record.close("cancelled", error=f"RunCancelled: {err}")
+        raise
     except Stopped as err:
         record.close("interrupted", error=str(err))
         raise
@@ -1100,13 +1107,14 @@ def detect_sources(images, tok, models):
     return slots, detections
 
 
-def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None):
+def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None, progress=None):
     """Hybrid SSV2A: baselines (I_0, I_1 as SSV2A hears them) and I_1's slots with slot 0 = E_final, per seed.
 
     emb_finals: [n, 768] manipulated embeddings (one per setting). seeds: the seeds to draw every row with
     (default eval_seeds(cfg)). Returns (audio numpy [S, 2 + n, samples], claps [S, 2 + n, 512],
     slots [2 + n, 64, 768], detections). Rows 0 and 1 are the baselines; a row of seed s draws its cycle-mix
-    and AudioLDM noise from s alone, so the rows of one seed differ only by their slots.
+    and AudioLDM noise from s alone, so the rows of one seed differ only by their slots. progress: main_pipeline's
+    callback, told ('audio', k, n) before each batch (the batch starts with seed k of n).
     """
     import numpy as np
     import torch
@@ -1139,6 +1147,8 @@ def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None):
               f"{[same_as[r] for r in range(len(slots)) if same_as[r] != r]}: drawn once, copied")
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
+        if progress is not None:
+            progress("audio", seeds.index(chunk[0][0]) + 1, len(seeds))
         a, c = slots_to_audio(slots[[r for _, r in chunk]], models.ssv2a, models.aldm, its=cfg["CYCLE_ITS"],
                               samples=cfg["CYCLE_SAMPLES"], var_samples=cfg["VAR_SAMPLES"], duration=cfg["DURATION"],
                               steps=steps, guidance=cfg["GUIDANCE"], seed=[s for s, _ in chunk],
@@ -1185,19 +1195,27 @@ def wav_name(name, seed, first_seed):
 # the pipeline
 
 
-def main_pipeline(cfg, models, run_dir, images, prompts, record):
-    """Steps 1-7 of the plan, then the evaluation; writes everything into run_dir and fields into record."""
+def main_pipeline(cfg, models, run_dir, images, prompts, record, progress=None):
+    """Steps 1-7 of the plan, then the evaluation; writes everything into run_dir and fields into record.
+
+    progress: optional callback(step, k=None, n=None), told 'masks', 'tokens', 'SVD', ('audio', seed k, of n)
+    and 'evaluation' (the wavs are written by then) as the run reaches them; it may raise RunCancelled.
+    """
     import torch
     from model.aldm import save_wav
+    step = progress or (lambda name, k=None, n=None: None)
     timer, caught = Timer(), record.data.setdefault("warnings", [])
     seeds = eval_seeds(cfg)
     set_seed(cfg["SEED"])
     with recorded_warnings(caught):
+        step("masks")
         with timer("step1_masks"):
             (M_neg, M_pos), mask_info = step1_masks(images, prompts, models, run_dir, cfg)
         record.update(masks=dict(zip(("removed", "added"), mask_info)), timings_s=timer.seconds)
+        step("tokens")
         with timer("step2_clip_tokens"):
             tok = step2_clip_tokens(images, models)
+        step("SVD")
         with timer("step3_patch_weights"):
             m_neg, m_pos = step3_patch_weights(M_neg, M_pos, cfg["MASK_THRESHOLD"], (prompts[0].name, prompts[1].name))
         with timer("step4_background"):
@@ -1208,7 +1226,8 @@ def main_pipeline(cfg, models, run_dir, images, prompts, record):
             emb_final = step6_mix(tok["cls_1"], emb_boost, emb_suppress, emb_bg, cfg)
         record.update(svd=svd_info, timings_s=timer.seconds)
         with timer("step7_audio"):
-            audio, claps, slots, detections = step7_audio(images, tok, emb_final[None], models, cfg, seeds=seeds)
+            audio, claps, slots, detections = step7_audio(images, tok, emb_final[None], models, cfg, seeds=seeds,
+                                                          progress=progress)
 
         sr = sample_rate(models)
         wavs = []
@@ -1230,6 +1249,7 @@ def main_pipeline(cfg, models, run_dir, images, prompts, record):
         print(f"\n  E_final's reach (remix CLAP cosine distance, mean over seeds): to baseline_edited "
               f"{reach['mean_to_baseline_edited']:.4f}, to baseline_original {reach['mean_to_baseline_original']:.4f}")
 
+        step("evaluation")
         print(f"\n=== Evaluation: AudioSet classifier and CLAP over {len(seeds)} seed(s) ===")
         with timer("evaluation"):
             results = evaluate(audio, seeds, cfg, prompts, models, run_dir, extra={"e_final_reach": reach})
