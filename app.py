@@ -49,7 +49,7 @@ UPLOAD_DIR = "uploads"               # uploads are kept under OUTPUT_DIR/uploads
 SLIDERS = [("SVD_K", 1, 30, 1), ("SVD_ALPHA", 0.0, 2.0, 0.05), ("SVD_BETA", 0.0, 5.0, 0.05),
            ("MIX_DIRECT", 0.0, 1.0, 0.05), ("MIX_BETA", 0.0, 1.0, 0.05), ("MIX_ALPHA", 0.0, 1.0, 0.05),
            ("MIX_GAMMA", 0.0, 1.0, 0.05), ("MASK_THRESHOLD", 0.0, 1.0, 0.05), ("EVAL_SEEDS", 1, 20, 1),
-           ("EVAL_TOLERANCE", 0.0, 0.5, 0.01), ("DDIM_STEPS", 1, 999, 1), ("DURATION", 0.0, 30.0, 0.5),
+           ("EVAL_TOLERANCE", 0.0, 0.5, 0.01), ("EVAL_MIN_EFFECT", 0.0, 0.3, 0.005), ("DDIM_STEPS", 1, 999, 1), ("DURATION", 0.0, 30.0, 0.5),
            ("GUIDANCE", 1.0, 10.0, 0.1), ("CYCLE_ITS", 0, 128, 1)]
 TEXT_SETTINGS = ["AUDIO_CLASSES", "EVAL_LABELS"]   # Python literals, read by main.coerce like --NAME=value
 # progress bar position of each step main_pipeline reports
