@@ -62,7 +62,7 @@ def audioldm_waveform(wave, n_samples):
     if w.size == 0 or not np.isfinite(w).all():
         raise ValueError(f"the waveform must be non-empty and finite, got {w.size} samples")
     w = w - w.mean()
-    if np.abs(w).max() == 0:
+    if np.abs(w).max() < 1e-12:   # float rounding of a constant wave minus its mean
         raise ValueError("the waveform is silent (all samples equal): AudioLDM's loader cannot normalise it")
     w = w / (np.abs(w).max() + 1e-8) * PEAK
     w = w[:n_samples] if len(w) >= n_samples else np.pad(w, (0, n_samples - len(w)))
@@ -175,9 +175,10 @@ def _schedule(pipe, strength, steps):
 
 
 def _ddim_sigma(scheduler, t):
-    """sigma_t of a DDIM step from t with eta 1 (the DDPM posterior's standard deviation for the skip)."""
+    """sigma_t of a DDIM step from t with eta 1 (the DDPM posterior's standard deviation for the skip), computed
+    exactly as DDIMScheduler.step computes it, so that dividing by it here and multiplying in step cancel."""
     prev = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    return float(scheduler._get_variance(t, prev)) ** 0.5
+    return 1.0 * scheduler._get_variance(t, prev) ** 0.5
 
 
 @torch.no_grad()
