@@ -909,10 +909,11 @@ def check_edit_settings(cfg):
 
 
 def read_audio_input(path, duration, sample_rate=16000):
-    """A_0 as the edit uses it: (float64 [duration * sample_rate] at sample_rate, warnings); UserError when it
+    """A_0 as the edit reads it: (float64 [<= duration * sample_rate] at sample_rate, warnings); UserError when it
     cannot be used, saying why and what to do. Only the header and the first `duration` seconds are read, so a
     10-hour file costs what a 10-second one does. Fallbacks, each warned: several channels are mixed to mono
-    (their mean); longer recordings are cut to DURATION, shorter ones padded with silence; 8-bit samples are used
+    (their mean); longer recordings are cut to DURATION, shorter ones are padded with silence after AudioLDM's
+    normalisation (model.edit.audioldm_waveform, as AudioLDM's loader pads); 8-bit samples are used
     as they are; any rate is resampled (scipy's polyphase filter, as evaluation resamples)."""
     import numpy as np
     import soundfile as sf
@@ -958,8 +959,8 @@ def read_audio_input(path, duration, sample_rate=16000):
                         f"{first / rate:.3f} s): repair or re-export the recording")
     wave = _resample(wave.mean(axis=1), rate, sample_rate)
     n = int(round(duration * sample_rate))
-    wave = wave[:n] if len(wave) >= n else np.pad(wave, (0, n - len(wave)))
-    peak = float(np.abs(wave - wave.mean()).max()) if wave.size else 0.0
+    wave = wave[:n]
+    peak = float(np.abs(wave - wave.mean()).max()) if wave.size else 0.0   # before padding: a DC offset is silence
     if peak < AUDIO_INPUT_SILENCE:
         raise UserError(f"{what} is silent in its first {min(seconds, duration):.2f} s (peak "
                         f"{20 * math.log10(peak) if peak > 0 else float('-inf'):.0f} dBFS after removing DC): "
@@ -981,7 +982,8 @@ def step8_edit(cfg, models, run_dir, claps, seeds, prompts, strength=None, manip
     print(f"\n=== STEP 8: edit {cfg['AUDIO_INPUT']} ({cfg['EDIT_METHOD']}, strength {strength:g} of {steps} DDIM "
           f"steps, guidance {cfg['GUIDANCE']:g}) ===")
     wave, _ = read_audio_input(cfg["AUDIO_INPUT"], cfg["DURATION"], sr)
-    a0 = edit.audioldm_waveform(wave, len(wave)).astype(np.float32)   # normalised as AudioLDM's loader does
+    n = int(round(cfg["DURATION"] * sr))
+    a0 = edit.audioldm_waveform(wave, n).astype(np.float32)   # normalised and padded as AudioLDM's loader does
     if not (run_dir / "audio_input.wav").exists():
         save_wav(run_file(run_dir, "audio_input.wav"), a0, sr)
     batch = max(1, int(cfg["AUDIO_BATCH"]) // 2)   # two targets regenerate from each inversion
