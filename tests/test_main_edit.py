@@ -153,7 +153,7 @@ def models():
 
 def edit_cfg(recording):
     return {**main.default_config(), **main.SMOKE_SETTINGS, "SMOKE": True, "AUDIO_INPUT": str(recording),
-            "EDIT_STRENGTH": 0.75, "DDIM_STEPS": 4}
+            "EDIT_STRENGTH": 0.75, "DDIM_STEPS": 4, "DURATION": 1.0}
 
 
 def run_step8(module, run_dir, recording, models):
@@ -167,8 +167,8 @@ def run_step8(module, run_dir, recording, models):
 def check_edit_wiring(run_dir, cfg, claps, pipe):
     """Every way step 8's outputs can disagree with the method, as a list of problems ([] = wired right)."""
     problems = []
-    a0 = tone(2.0) - tone(2.0).mean()
-    a0 = 0.5 * a0 / np.abs(a0).max()   # AudioLDM's loader; the recording is already 2 s at 16 kHz
+    a0 = tone(2.0)[:int(cfg["DURATION"] * SR)]   # cut to DURATION; the recording is already at 16 kHz
+    a0 = 0.5 * (a0 - a0.mean()) / np.abs(a0 - a0.mean()).max()   # AudioLDM's loader
     saved, _ = sf.read(run_dir / "audio_input.wav", dtype="float64")
     if np.abs(saved - a0).max() > 2 / 32767:
         problems.append("audio_input.wav is not the normalised recording")
