@@ -126,7 +126,7 @@ def test_ddpm_inversion_gives_z0_back_under_the_source(pipe, pipe64, strength):
     inv = edit.invert(pipe64, z0[:1], c_src[:1], strength, STEPS // 2, GUIDANCE, 42)
     back = edit.regenerate(pipe64, inv, c_src[:1])
     assert (back - z0[:1].double()).abs().max() < 1e-10   # float64: rounding only
-    assert len(inv.timesteps) == round(strength * STEPS)
+    assert len(inv.timesteps) == round(strength * STEPS // 2)
     inv32 = edit.invert(pipe, z0, c_src, strength, STEPS, GUIDANCE, [42, 43])
     assert (edit.regenerate(pipe, inv32, c_src) - z0).abs().max() < 1e-4   # float32 rounding through the U-Net
     # a different target moves it: the edit comes from the conditioning alone
