@@ -87,8 +87,8 @@ SEED = 42                            # first seed: masks-to-audio repeat exactly
 DEVICE = ""                          # '' = cuda if present, else mps, else cpu; or 'cuda', 'cuda:1', 'cpu'
 SMOKE = False                        # tiny random-weight models on the CPU: tests the plumbing, audio is noise
 # step 8 (optional), DeltaV2A's half of the problem: edit a recording A_0 that goes with I_0, keeping its timing
-AUDIO_INPUT = ""                     # A_0 (wav/flac/ogg; mono-mixed, resampled to 16 kHz, cut/padded to DURATION); '' = off
-EDIT_STRENGTH = 0.5                  # fraction of AudioLDM's schedule re-run from A_0, (0, 1]: more = more edit, less A_0
+AUDIO_INPUT = ""                     # A_0: wav/flac/ogg (mono-mixed, 16 kHz, cut/padded to DURATION); '' = off
+EDIT_STRENGTH = 0.5                  # fraction of AudioLDM's schedule re-run from A_0, (0, 1]: more edit, less A_0
 EDIT_METHOD = "ddpm-inversion"       # 'ddpm-inversion' (edit-friendly, exact), 'ddim-inversion' or 'sdedit'
 # grid for --sweep, e.g. {"SVD_K": [1, 5, 10], "SVD_ALPHA": [0.1, 0.3]}; the command line's --sweep wins
 SWEEP = {}

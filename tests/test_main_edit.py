@@ -252,4 +252,5 @@ def test_a_manifest_row_names_its_recording(tmp_path):
            "add_x": "3", "add_y": "4", "audio_input": "rec.wav"}
     write(tmp_path / "rec.wav", tone(1.0))
     assert main.pair_config(cfg, row, tmp_path)["AUDIO_INPUT"] == str(tmp_path / "rec.wav")
-    assert main.pair_config({**cfg, "AUDIO_INPUT": "x.wav"}, {**row, "audio_input": ""}, tmp_path)["AUDIO_INPUT"] == "x.wav"
+    other = main.pair_config({**cfg, "AUDIO_INPUT": "x.wav"}, {**row, "audio_input": ""}, tmp_path)
+    assert other["AUDIO_INPUT"] == "x.wav"   # an empty cell: the run's recording
