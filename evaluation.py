@@ -975,6 +975,92 @@ def plot_spectrograms(audios, sample_rate, path):
 
 
 # -----------------------------------------------------------------------------
+# preservation: how much of a recording A_0 an edit kept (step 8)
+
+PRESERVATION_METRICS = {
+    "log_mel_l1_db": "mean |log-mel(A_0) - log-mel(edit)| in dB (lower = closer)",
+    "log_spectral_distance_db": "log-spectral distance in dB, STFT power, mean over frames (lower = closer)",
+    "clap_cosine": "cosine of the CLAP audio embeddings (higher = closer)",
+    "onset_correlation": "Pearson correlation of librosa's onset-strength envelopes (higher = same timing)",
+}
+
+
+def log_mel_l1(a, b, sample_rate):
+    """Mean absolute difference of the two audios' log-mel spectrograms (log_mel above), in dB."""
+    ma, mb = log_mel(a, sample_rate), log_mel(b, sample_rate)
+    n = min(ma.shape[1], mb.shape[1])
+    return float(np.abs(ma[:, :n] - mb[:, :n]).mean())
+
+
+def log_spectral_distance(a, b, sample_rate, floor=1e-10):
+    """LSD in dB: per frame the RMS over frequency of 10 log10(P_a / P_b) (STFT power, 40 ms Hann window, 10 ms
+    hop, powers floored at `floor`), then the mean over frames."""
+    from transformers.audio_utils import spectrogram, window_function
+    hop = max(1, int(sample_rate) // 100)
+    n_fft = 4 * hop
+
+    def power(x):
+        x = np.asarray(x, dtype=np.float64).ravel()
+        return spectrogram(x, window_function(n_fft, "hann"), frame_length=n_fft, hop_length=hop, power=2.0,
+                           pad_mode="reflect" if len(x) > n_fft // 2 else "constant")
+
+    pa, pb = power(a), power(b)
+    n = min(pa.shape[1], pb.shape[1])
+    diff = 10 * np.log10(np.maximum(pa[:, :n], floor)) - 10 * np.log10(np.maximum(pb[:, :n], floor))
+    return float(np.sqrt((diff ** 2).mean(axis=0)).mean())
+
+
+def onset_correlation(a, b, sample_rate):
+    """Pearson correlation of librosa's onset-strength envelopes: do the events of b fall where a's do?
+    0.0 when either envelope is flat (no onsets: the correlation is undefined)."""
+    import librosa
+    ea = librosa.onset.onset_strength(y=np.asarray(a, dtype=np.float32).ravel(), sr=int(sample_rate))
+    eb = librosa.onset.onset_strength(y=np.asarray(b, dtype=np.float32).ravel(), sr=int(sample_rate))
+    n = min(len(ea), len(eb))
+    ea, eb = ea[:n] - ea[:n].mean(), eb[:n] - eb[:n].mean()
+    denom = float(np.sqrt((ea ** 2).sum() * (eb ** 2).sum()))
+    return float((ea * eb).sum() / denom) if denom > 0 else 0.0
+
+
+def preservation(audio, sample_rate, clap_embs=None, base=0):
+    """Every preservation metric of each row of audio [S, R, T] against row `base` (A_0), per seed.
+
+    clap_embs: [S, R, 512] (score_run's) for the CLAP cosine, which is left out without them. Returns
+    {row index or name: {metric: {'per_seed': [S], 'mean', 'std'}}} for every row but base (keys are row indexes;
+    step 8 names them). std is None for one seed.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 3 or 0 in audio.shape:
+        raise ValueError(f"audio must be [seeds, rows, samples], got shape {audio.shape}")
+    S, R, _ = audio.shape
+    out = {}
+    for r in range(R):
+        if r == base:
+            continue
+        per = {"log_mel_l1_db": [log_mel_l1(audio[s, base], audio[s, r], sample_rate) for s in range(S)],
+               "log_spectral_distance_db": [log_spectral_distance(audio[s, base], audio[s, r], sample_rate)
+                                            for s in range(S)],
+               "onset_correlation": [onset_correlation(audio[s, base], audio[s, r], sample_rate) for s in range(S)]}
+        if clap_embs is not None:
+            e = np.asarray(clap_embs, dtype=np.float64)
+            per["clap_cosine"] = [1.0 - _cosine_distance(e[s, r], e[s, base]) for s in range(S)]
+        out[r] = {m: {"per_seed": v, "mean": float(np.mean(v)),
+                      "std": float(np.std(v, ddof=1)) if len(v) > 1 else None} for m, v in per.items()}
+    return out
+
+
+def format_preservation(result, names=None):
+    """preservation()'s dict as a table: one line per row, mean ± std per metric."""
+    metrics = list(PRESERVATION_METRICS)
+    lines = [f"  Preservation of A_0 (mean ± std over seeds)  " + "".join(f"{m:>28s}" for m in metrics)]
+    for row, per in result.items():
+        name = names[row] if names is not None and isinstance(row, int) else str(row)
+        cells = "".join(f"{_mean_std(per[m]['per_seed']):>28s}" if m in per else f"{'-':>28s}" for m in metrics)
+        lines.append(f"  {name:46s}{cells}")
+    return "\n".join(lines)
+
+
+# -----------------------------------------------------------------------------
 # one run
 
 def evaluate_run(audio, seeds, roles, run_dir, classifier, clap, class_map=None, clap_labels=None,

@@ -90,6 +90,10 @@ AUDIO_BATCH = 8                      # audios per AudioLDM call, 1-32 (GPU memor
 SEED = 42                            # first seed: masks-to-audio repeat exactly for the same seed
 DEVICE = ""                          # '' = cuda if present, else mps, else cpu; or 'cuda', 'cuda:1', 'cpu'
 SMOKE = False                        # tiny random-weight models on the CPU: tests the plumbing, audio is noise
+# step 8 (optional), DeltaV2A's half of the problem: edit a recording A_0 that goes with I_0, keeping its timing
+AUDIO_INPUT = ""                     # A_0: wav/flac/ogg (mono-mixed, 16 kHz, cut/padded to DURATION); '' = off
+EDIT_STRENGTH = 0.5                  # fraction of AudioLDM's schedule re-run from A_0, (0, 1]: more edit, less A_0
+EDIT_METHOD = "ddpm-inversion"       # 'ddpm-inversion' (edit-friendly, exact), 'ddim-inversion' or 'sdedit'
 # grid for --sweep, e.g. {"SVD_K": [1, 5, 10], "SVD_ALPHA": [0.1, 0.3]}; the command line's --sweep wins
 SWEEP = {}
 # -----------------------------------------------------------------------------
@@ -103,6 +107,7 @@ SMOKE_SETTINGS = dict(CYCLE_ITS=2, CYCLE_SAMPLES=4, VAR_SAMPLES=4, DURATION=2.0,
 # what a sweep may vary: everything after the masks and tokens; the last two change the baselines too
 SWEEPABLE = ["SVD_K", "SVD_ALPHA", "SVD_BETA", "MIX_ALPHA", "MIX_BETA", "MIX_GAMMA", "MIX_DIRECT", "MASK_THRESHOLD",
              "PIN_GLOBAL", "SAMPLER"]
+SWEEPABLE.append("EDIT_STRENGTH")    # step 8 only: the sweep's edit trade-off table and figure
 AUDIO_KEYS = ("PIN_GLOBAL", "SAMPLER")   # settings that act on every audio row, baselines included
 AUDIO_NAMES = ("baseline_original", "baseline_edited", "manipulated")
 NAME_LIMIT = 40                      # characters of an object name (names become file names)
@@ -276,6 +281,7 @@ SETTING_RULES = {
     "GUIDANCE": ("float", 1.0, 20.0, "a number in [1, 20] (1 = no classifier-free guidance; typical 1-5)"),
     "AUDIO_BATCH": ("int", 1, 1024, "a whole number >= 1 (typical 1-32)"),
     "SEED": ("int", 0, 2**32 - 1, "a whole number in 0-4294967295"),
+    "EDIT_STRENGTH": ("float", 1e-9, 1.0, "a fraction of the schedule in (0, 1] (typical 0.2-0.8; 1 = all of it)"),
 }
 
 
@@ -299,6 +305,7 @@ def check_settings(cfg, where=""):
     if isinstance(cfg["SEED"], int) and isinstance(cfg["EVAL_SEEDS"], int) and \
             cfg["SEED"] + cfg["EVAL_SEEDS"] - 1 > 2**32 - 1:
         problems.append(f"SEED={cfg['SEED']} with EVAL_SEEDS={cfg['EVAL_SEEDS']} runs past the largest seed 4294967295")
+    problems += check_edit_settings(cfg)
     problems += text_prompt_problems(cfg["TEXT_PROMPT"])
     if len(cfg["RUN_NAME"]) > RUN_NAME_LIMIT:
         problems.append(f"RUN_NAME is {len(cfg['RUN_NAME'])} characters long: it becomes a folder name, at most "
@@ -665,6 +672,8 @@ def prepare_inputs(cfg):
                      "differ only by the SVD manipulation. Give the edited image as --EDITED")
     eval_labels(cfg, prompts[0].name, prompts[1].name)   # label clashes fail now, not after the audio
     check_audio_class_names(cfg, source_names(cfg, prompts))   # unknown AudioSet names too
+    if cfg["AUDIO_INPUT"]:
+        notes += read_audio_input(cfg["AUDIO_INPUT"], cfg["DURATION"])[1]   # a bad recording fails now, too
     return images, prompts, notes
 
 
@@ -1192,6 +1201,198 @@ def wav_name(name, seed, first_seed):
 
 
 # -----------------------------------------------------------------------------
+# step 8 (optional): edit a recording A_0 the user already has (DeltaV2A's task, training-free; model/edit.py)
+
+AUDIO_INPUT_MIN_S = 0.5          # shorter recordings are refused: too little sound to keep the structure of
+AUDIO_INPUT_SILENCE = 1e-4       # peak (after removing DC) below -80 dBFS: nothing to edit, nothing to normalise
+EDIT_AUDIO_NAMES = ("audio_input", "edited", "edited_plain")   # rows of the edit's evaluation: A_0, c_tgt, plain I_1
+
+
+def check_edit_settings(cfg):
+    """Lines for check_settings: EDIT_METHOD is a method, AUDIO_INPUT a path string."""
+    from model.edit import EDIT_METHODS
+    problems = []
+    if cfg["EDIT_METHOD"] not in EDIT_METHODS:
+        problems.append(f"EDIT_METHOD={cfg['EDIT_METHOD']!r} is not an edit method: it must be one of "
+                        f"{', '.join(EDIT_METHODS)}")
+    if not isinstance(cfg["AUDIO_INPUT"], str):
+        problems.append(f"AUDIO_INPUT={cfg['AUDIO_INPUT']!r} must be the path of a recording, or '' (off)")
+    return problems
+
+
+def read_audio_input(path, duration, sample_rate=16000):
+    """A_0 as the edit reads it: (float64 [<= duration * sample_rate] at sample_rate, warnings); UserError when it
+    cannot be used, saying why and what to do. Only the header and the first `duration` seconds are read, so a
+    10-hour file costs what a 10-second one does. Fallbacks, each warned: several channels are mixed to mono
+    (their mean); longer recordings are cut to DURATION, shorter ones are padded with silence after AudioLDM's
+    normalisation (model.edit.audioldm_waveform, as AudioLDM's loader pads); 8-bit samples are used
+    as they are; any rate is resampled (scipy's polyphase filter, as evaluation resamples)."""
+    import numpy as np
+    import soundfile as sf
+    from evaluation import _resample
+    what = f"AUDIO_INPUT {path}"
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what}: no such file (looked at {p.resolve()}). Give a wav, flac or ogg recording, or "
+                        "--AUDIO_INPUT='' to switch the edit off")
+    try:
+        info = sf.info(str(p))
+    except Exception as err:   # libsndfile says 'Format not recognised', 'unknown format', ... in its own words
+        raise UserError(f"{what}: cannot read it as audio ({str(err).strip() or type(err).__name__}). soundfile "
+                        "reads WAV, FLAC and OGG; convert it first, e.g. ffmpeg -i in.m4a -ac 1 -ar 16000 out.wav") \
+            from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise UserError(f"{what}: the file holds no audio ({info.frames} samples); record or export it again")
+    seconds = info.frames / info.samplerate
+    if seconds < AUDIO_INPUT_MIN_S:
+        raise UserError(f"{what} is {seconds:.3g} s long: too short to edit (at least {AUDIO_INPUT_MIN_S} s; "
+                        f"{duration:g} s is used, DURATION)")
+    warns = []
+    if seconds > duration:
+        length = f"{seconds / 3600:.1f} hours" if seconds >= 3600 else f"{seconds:.2f} s"
+        warns.append(f"{what} is {length} long: only its first {duration:g} s are edited (DURATION); cut the part "
+                     "you want first to edit another")
+    elif seconds < duration - 1e-9:
+        warns.append(f"{what} is {seconds:.2f} s long: padded with silence to DURATION={duration:g} s")
+    if info.channels > 1:
+        warns.append(f"{what} has {info.channels} channels: mixed down to mono (the mean of the channels)")
+    if info.subtype in ("PCM_U8", "PCM_S8"):
+        warns.append(f"{what} has 8-bit samples ({info.subtype}): its quantisation noise (about -48 dB) is part of "
+                     "A_0 and the edit may keep it")
+    needed = min(info.frames, math.ceil(duration * info.samplerate) + 64)   # + the resampler's filter reach
+    try:
+        wave, rate = sf.read(str(p), frames=needed, dtype="float64", always_2d=True)
+    except Exception as err:
+        raise UserError(f"{what}: reading its samples failed ({err}); the file may be damaged") from None
+    bad = ~np.isfinite(wave)
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise UserError(f"{what} contains {int(bad.sum())} NaN or infinite samples (the first at "
+                        f"{first / rate:.3f} s): repair or re-export the recording")
+    wave = _resample(wave.mean(axis=1), rate, sample_rate)
+    n = int(round(duration * sample_rate))
+    wave = wave[:n]
+    peak = float(np.abs(wave - wave.mean()).max()) if wave.size else 0.0   # before padding: a DC offset is silence
+    if peak < AUDIO_INPUT_SILENCE:
+        raise UserError(f"{what} is silent in its first {min(seconds, duration):.2f} s (peak "
+                        f"{20 * math.log10(peak) if peak > 0 else float('-inf'):.0f} dBFS after removing DC): "
+                        "there is no sound to edit")
+    return wave, warns
+
+
+def step8_edit(cfg, models, run_dir, claps, seeds, prompts, strength=None, manip_row=2, suffix=""):
+    """A_0 inverted under c_src (baseline_original's remix CLAP) and regenerated under c_tgt (the manipulated
+    row's) and, for comparison, under baseline_edited's ('edit by plain I_1'), per seed. Writes audio_input.wav,
+    edited*.wav and edited_plain*.wav (wav_name's seed naming, `suffix` before it in sweeps), a before/after
+    spectrogram figure and edit_results*.json; returns the dict written there (plus the audio under '_audio')."""
+    import numpy as np
+    import evaluation
+    from model import edit
+    from model.aldm import save_wav
+    strength = cfg["EDIT_STRENGTH"] if strength is None else strength
+    sr, steps = sample_rate(models), int(cfg["DDIM_STEPS"])
+    print(f"\n=== STEP 8: edit {cfg['AUDIO_INPUT']} ({cfg['EDIT_METHOD']}, strength {strength:g} of {steps} DDIM "
+          f"steps, guidance {cfg['GUIDANCE']:g}) ===")
+    wave, _ = read_audio_input(cfg["AUDIO_INPUT"], cfg["DURATION"], sr)
+    n = int(round(cfg["DURATION"] * sr))
+    a0 = edit.audioldm_waveform(wave, n).astype(np.float32)   # normalised and padded as AudioLDM's loader does
+    if not (run_dir / "audio_input.wav").exists():
+        save_wav(run_file(run_dir, "audio_input.wav"), a0, sr)
+    batch = max(1, int(cfg["AUDIO_BATCH"]) // 2)   # two targets regenerate from each inversion
+    out = []
+    for start in range(0, len(seeds), batch):
+        rows = slice(start, start + batch)
+        out.append(edit.edit_audio(models.aldm, np.repeat(a0[None], len(seeds[rows]), 0), claps[rows, 0],
+                                   [claps[rows, manip_row], claps[rows, 1]], cfg["DURATION"], strength, steps,
+                                   cfg["GUIDANCE"], seeds[rows], cfg["EDIT_METHOD"]))
+    out = np.concatenate(out, axis=1)   # [2, S, n]: edited, edited_plain
+    for s, seed in enumerate(seeds):
+        for k, name in enumerate(EDIT_AUDIO_NAMES[1:]):
+            save_wav(run_file(run_dir, wav_name(name + suffix, seed, seeds[0])), out[k, s], sr)
+    audio = np.stack([np.repeat(a0[None], len(seeds), 0), out[0], out[1]], axis=1)   # [S, 3, n]
+    evaluation.plot_spectrograms({"A_0 (audio_input)": a0, "edited": out[0, 0], "edited_plain": out[1, 0]}, sr,
+                                 run_file(run_dir, f"edit_spectrograms{suffix}.png"))
+    roles = roles_of(cfg, prompts)
+    scores = evaluation.score_run(audio, source_names(cfg, prompts), models.ast, models.clap, cfg["AUDIO_CLASSES"],
+                                  cfg["EVAL_LABELS"], sr)
+    result = {"audio_input": str(cfg["AUDIO_INPUT"]), "method": cfg["EDIT_METHOD"], "strength": strength,
+              "steps": steps, "guidance": cfg["GUIDANCE"], "seeds": list(seeds), "rows": list(EDIT_AUDIO_NAMES),
+              "conditioning": {"c_src": "baseline_original's remix CLAP", "edited": "c_tgt = the manipulated row's",
+                               "edited_plain": "baseline_edited's"},
+              "edit_success": {n: evaluation.compare_rows(scores, roles, 0, r, cfg["EVAL_TOLERANCE"],
+                                                          cfg["EVAL_MIN_EFFECT"], names=("A_0", n))
+                               for r, n in enumerate(EDIT_AUDIO_NAMES) if r},
+              "preservation": {EDIT_AUDIO_NAMES[r]: v for r, v in
+                               evaluation.preservation(audio, sr, clap_embs=scores["clap_embs"]).items()}}
+    result["target"] = {n: edit_target(c) for n, c in result["edit_success"].items()}
+    write_json(run_file(run_dir, f"edit_results{suffix}.json"), result)
+    print(evaluation.format_preservation(result["preservation"]))
+    for name, comparison in result["edit_success"].items():
+        print(f"  {name} vs A_0: " + ", ".join(f"{check} {c['status']} ({c['mean']:+.4f})" for check, c in
+                                               comparison["classifier"]["checks"].items()))
+    print(f"  figure: {run_dir / f'edit_spectrograms{suffix}.png'}; results: {run_dir / f'edit_results{suffix}.json'}")
+    return {**result, "_audio": audio}
+
+
+def edit_target(comparison):
+    """The edit's success in one number: the contrast (change of P(added)) - (change of P(removed)) against A_0,
+    mean over seeds with its interval and status, by the classifier, or by CLAP when the classifier judges
+    neither object (the scorer is named: the two are never mixed)."""
+    import evaluation
+    view = "classifier" if comparison["classifier"]["contrast"] else "clap"
+    c = comparison[view]["contrast"]
+    return {"scorer": evaluation.SCORERS[view], "mean": c["mean"], "ci95": c["ci95"], "status": c["status"]}
+
+
+def edit_summary(result):
+    """The fields of an edit result that run.json keeps (no audio, no per-seed arrays)."""
+    return {k: result[k] for k in ("audio_input", "method", "strength", "steps", "target")} | {
+        "preservation_means": {row: {m: v["mean"] for m, v in metrics.items()}
+                               for row, metrics in result["preservation"].items()}}
+
+
+def sweep_edits(cfg, models, run_dir, claps, seeds, prompts, settings, members):
+    """step8_edit for every setting of one sweep group (its own manipulated row, its own strength): table rows."""
+    table = []
+    for j, i in enumerate(members):
+        setting = settings[i]
+        result = step8_edit(cfg, models, run_dir, claps, seeds, prompts, strength=setting.get(
+            "EDIT_STRENGTH", cfg["EDIT_STRENGTH"]), manip_row=2 + j, suffix="_" + setting_name(setting))
+        for name in EDIT_AUDIO_NAMES[1:]:
+            target = result["target"][name]
+            row = {**setting, "strength": result["strength"], "audio": name, "target": round(target["mean"], 6),
+                   "target scorer": target["scorer"], "target status": target["status"]}
+            checks = result["edit_success"][name]["classifier"]["checks"]
+            row.update({f"{check} status": c["status"] for check, c in checks.items()})
+            row.update({f"{m} mean": round(v["mean"], 6) for m, v in result["preservation"][name].items()})
+            table.append(row)
+    return table
+
+
+def plot_edit_tradeoff(rows, path):
+    """Edit success (target gain over A_0) against preservation of A_0, one point per setting, both targets."""
+    from matplotlib.figure import Figure
+    panels = [("log_mel_l1_db mean", "log-mel L1 to A_0 (dB, lower = more of A_0 kept)"),
+              ("onset_correlation mean", "onset-envelope correlation with A_0 (higher = timing kept)"),
+              ("clap_cosine mean", "CLAP audio cosine to A_0 (higher = closer)")]
+    fig = Figure(figsize=(15, 4.4), layout="constrained")
+    for ax, (key, label) in zip(fig.subplots(1, len(panels)), panels):
+        for name, marker in (("edited", "o"), ("edited_plain", "s")):
+            pts = sorted((r["strength"], r[key], r["target"]) for r in rows if r["audio"] == name)
+            ax.plot([p[1] for p in pts], [p[2] for p in pts], marker=marker, label=name)
+            for strength, x, y in pts:
+                ax.annotate(f"{strength:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("edit success: gain in P(added) - P(removed) over A_0")
+        ax.legend(fontsize=8)
+    fig.suptitle("Edit success against preservation of A_0; numbers = EDIT_STRENGTH (mean over seeds)", fontsize=10)
+    with open(path, "xb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    return path
+
+
+# -----------------------------------------------------------------------------
 # the pipeline
 
 
@@ -1253,6 +1454,10 @@ def main_pipeline(cfg, models, run_dir, images, prompts, record, progress=None):
         print(f"\n=== Evaluation: AudioSet classifier and CLAP over {len(seeds)} seed(s) ===")
         with timer("evaluation"):
             results = evaluate(audio, seeds, cfg, prompts, models, run_dir, extra={"e_final_reach": reach})
+        if cfg["AUDIO_INPUT"]:
+            with timer("step8_edit"):
+                edit_result = step8_edit(cfg, models, run_dir, claps, seeds, prompts)
+            record.update(edit=edit_summary(edit_result), timings_s=timer.seconds)
     import evaluation
     record.update(timings_s=timer.seconds, verdict=evaluation.headline_record(results))
     return results
@@ -1312,6 +1517,8 @@ def sweep_settings(grid):
 def check_sweep(cfg):
     """Every setting of the grid checked like a single run's, before any model loads. Values that would name
     the same files are run once (cfg['SWEEP'] loses the repeats); returns a warning for each one dropped."""
+    if "EDIT_STRENGTH" in cfg["SWEEP"] and not cfg["AUDIO_INPUT"]:
+        raise UserError("--sweep EDIT_STRENGTH=... edits a recording: give it with --AUDIO_INPUT=recording.wav")
     cfg["SWEEP"], notes = dedupe_grid(cfg["SWEEP"])
     for setting in sweep_settings(cfg["SWEEP"]):
         check_settings({**cfg, **setting}, where=f"sweep setting {setting_name(setting)}")
@@ -1357,6 +1564,7 @@ def run_sweep(cfg, models, run_dir, images, prompts, record):
     print(f"Sweep: {len(settings)} settings over {', '.join(cfg['SWEEP'])}, {len(seeds)} seed(s) each")
     set_seed(cfg["SEED"])
     rows, emb_finals, infos = [None] * len(settings), [], []
+    edit_rows = []
     with recorded_warnings(caught):
         with timer("shared: masks, tokens, detection"):
             (M_neg, M_pos), _ = step1_masks(images, prompts, models, run_dir, cfg)
@@ -1404,12 +1612,18 @@ def run_sweep(cfg, models, run_dir, images, prompts, record):
                            "no_op": infos[i]["suppress"]["no_op"] or infos[i]["boost"]["no_op"],
                            "audio": wav_name(f"manipulated_{setting_name(settings[i])}", seeds[0], seeds[0])}
             all_claps[setting_name(dict(group))] = claps
+            if cfg["AUDIO_INPUT"]:   # step 8 per setting: its manipulated row steers the recording
+                edit_rows += sweep_edits(cfg, models, run_dir, claps, seeds, prompts, settings, members)
         rank_key = sweep_rank_key(rows)
         rows.sort(key=lambda r: -r[rank_key + " mean"])
         for rank, row in enumerate(rows, start=1):
             row["rank"] = rank
         write_csv(run_file(run_dir, "sweep.csv"), rows)
         plot_sweep_heatmap(rows, list(cfg["SWEEP"]), run_dir / "sweep_heatmap.png", key=rank_key + " mean")
+        if edit_rows:
+            write_csv(run_file(run_dir, "edit_sweep.csv"), edit_rows)
+            plot_edit_tradeoff(edit_rows, run_file(run_dir, "edit_tradeoff.png"))
+            print(f"Edit trade-off: {run_dir / 'edit_sweep.csv'}, {run_dir / 'edit_tradeoff.png'}")
     save_tensors({"settings": settings, "emb_final": torch.stack(emb_finals), "claps": all_claps, "seeds": seeds},
                run_dir / "embeddings.pt")
     record.update(settings=settings, timings_s=timer.seconds, detections=detection_record(detections))
@@ -1541,7 +1755,10 @@ def pair_config(cfg, row, manifest_dir):
     kept = [k.strip() for k in (row.get("kept") or "").split(";") if k.strip()]
     return {**cfg, "ORIGINAL": image((row.get("original") or "").strip()),
             "EDITED": image((row.get("edited") or "").strip()), "SAM2_PROMPTS": prompts, "EVAL_LABELS": labels,
-            "KEPT_SOURCES": kept if row.get("kept") is not None else cfg["KEPT_SOURCES"]}
+            "KEPT_SOURCES": kept if row.get("kept") is not None else cfg["KEPT_SOURCES"],
+            # optional column audio_input: the recording A_0 of this pair (step 8); empty = the run's AUDIO_INPUT
+            "AUDIO_INPUT": image(row["audio_input"].strip()) if (row.get("audio_input") or "").strip()
+            else cfg["AUDIO_INPUT"]}
 
 
 def prepare_manifest(cfg, manifest):
