@@ -1244,6 +1244,7 @@ class Manifest:
     skipped: list                 # rows the pre-check refused: {pair, original, edited, error}
     duplicates: list              # rows equal to an earlier one: {pair, same_as}; they run once
     notes: list                   # warnings for run.json
+    source: str = ""              # the user's manifest file (a resumed run reads its copy in the run folder)
 
 
 def pair_folder(i, prompts):
@@ -1335,9 +1336,13 @@ def run_manifest_job(cfg, mode, target):
         if mode == "resume":
             run_dir, cfg, previous = resume_target(target, cfg)
             manifest = prepare_manifest(cfg, run_dir / "manifest.csv", base_dir=previous["manifest_dir"])
+            manifest.source = previous["manifest"]
+            print(f"Resuming {run_dir} (it ended {previous.get('status')!r}) with the settings it started with"
+                  + (" (smoke models)" if cfg["SMOKE"] else ""))
         else:
             check_settings(cfg)
             manifest = prepare_manifest(cfg, target)
+            manifest.source = str(manifest.path.resolve())
         if state.num_processes > 1 and cfg["DEVICE"] in ("", "cuda") and state.device.type == "cuda":
             cfg["DEVICE"] = str(state.device)   # one GPU per process: cuda:<local rank>
         sources = [(p_cfg, source_names(p_cfg, prompts)) for _, p_cfg, _, prompts, _ in manifest.pairs]
@@ -1359,7 +1364,7 @@ def run_manifest_job(cfg, mode, target):
     if main_process:
         print(f"Run folder: {run_dir}\nDevice: {models.device}; processes: {state.num_processes}")
         data = {**run_record(cfg, models, "manifest", notes=manifest.notes + notes + class_notes),
-                "manifest": str(manifest.path.resolve()) if mode == "manifest" else previous["manifest"],
+                "manifest": manifest.source,
                 "manifest_dir": str(manifest.base_dir), "processes": state.num_processes}
         if previous:
             data = {**{k: v for k, v in previous.items() if k not in ("outputs", "ended", "error", "traceback")},
@@ -1395,8 +1400,10 @@ def run_pair(pair, models, run_dir, process):
     try:
         with recorded_run(pair_dir, {**run_record(p_cfg, models, "run", images, prompts, notes),
                                      "pair": i, "process": process}) as pair_record:
-            main_pipeline(p_cfg, models, pair_dir, images, prompts, pair_record)
-            pair_record.data["process"] = {**process, **peak_memory(models.device)}
+            try:
+                main_pipeline(p_cfg, models, pair_dir, images, prompts, pair_record)
+            finally:   # kept with the pair's run.json however it ends
+                pair_record.data["process"] = {**process, **peak_memory(models.device)}
         return True
     except Exception as err:   # noqa: BLE001 -- recorded in the pair's run.json (with its traceback)
         print(f"FAILED pair {i}: {type(err).__name__}: {err}")
@@ -1501,7 +1508,7 @@ def summarise_manifest(run_dir, manifest, record=None):
             n = 1 + sum(1 for p in earlier.iterdir() if p.name.startswith(Path(name).stem + "_try"))
             os.replace(run_dir / name, earlier / f"{Path(name).stem}_try{n}{Path(name).suffix}")
     write_csv(run_file(run_dir, "pairs.csv"), table)
-    summary = {"manifest": str(manifest.path.name), "pairs": len(manifest.rows), "completed": len(finished),
+    summary = {"manifest": manifest.source or str(manifest.path), "pairs": len(manifest.rows), "completed": len(finished),
                "failed": failed, "skipped": manifest.skipped, "duplicates": manifest.duplicates, "metrics": {}}
     # each metric over the pairs that have it: rows may name different kept sources
     keys = list(dict.fromkeys(k for r in finished for k in r if k != "pair"))

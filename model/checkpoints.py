@@ -116,6 +116,14 @@ CHECKPOINTS = {c.name: c for c in [
         hf_repo="MIT/ast-finetuned-audioset-10-10-0.4593",
         hf_files=("config.json", "preprocessor_config.json", "model.safetensors"),
     ),
+    Checkpoint(
+        name="vggish", what="VGGish (AudioSet, Hershey et al. 2017) as ported by torchvggish 0.2: the embedding "
+                            "of the set-level FAD (metrics.py); 72,141,184 float32 parameters, 289 MB",
+        filename="vggish-10086976.pth",
+        # torch.hub's naming: '10086976' is the start of the file's SHA-256 (the publisher gives no full hash)
+        url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+        min_bytes=72_141_184 * 4,
+    ),
 ]}
 
 
@@ -422,6 +430,7 @@ VERIFIERS = {
     "clap": "evaluation:verify_clap_file",
     "roberta": "evaluation:verify_roberta_folder",
     "ast": "evaluation:verify_ast_folder",
+    "vggish": "metrics:verify_vggish_file",
 }
 
 

@@ -1,0 +1,250 @@
+"""Set-level figures a paper table reports: the Fréchet Audio Distance (FAD) with VGGish embeddings.
+
+FAD (Kilgour et al., 2019) fits a Gaussian to the embeddings of each set of clips and reports the Fréchet
+distance between the two Gaussians,
+
+    FD = |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)).
+
+The embedding network is VGGish (Hershey et al., 2017) as the torchvggish package (0.2) ports it, with the
+weights it publishes (vggish-10086976.pth, fetched and checked through model/checkpoints.py like every other
+model): one 128-d embedding per 0.96 s of 16 kHz audio, before the PCA/quantisation post-processing and
+without the last ReLU, the setting of the frechet_audio_distance package (use_pca=False, use_activation=False).
+FADs from other toolkits (Google's TF original with PCA, other embeddings, other clip lengths) are not
+comparable: every figure here carries the name of the embedding that produced it.
+
+    python evaluation.py fad DIR_A DIR_B              # two folders of .wav files
+    python evaluation.py fad outputs/<manifest run>   # manipulated / baseline_edited / baseline_original sets
+    python evaluation.py fad outputs/<run> --reference real_audio/   # ... and each set against real audio
+
+Caveats (also printed with every figure): a Gaussian of d=128 dimensions needs well over 128 embeddings per
+set; with fewer the covariance is rank-deficient and FAD is biased upward and noisy (the figure is still
+printed, with a warning). FAD is biased by the set size, so compare only sets of similar size.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+AUDIO_NAMES = ("baseline_original", "baseline_edited", "manipulated")
+# VGGish's published front end (torchvggish's vggish_params): 16 kHz, 0.96 s examples of 96 x 64 log-mel
+VGGISH_SAMPLE_RATE = 16000
+VGGISH_DIM = 128
+VGGISH_NAME = ("VGGish (torchvggish 0.2 port of the TF AudioSet model, vggish-10086976.pth), 128-d per 0.96 s "
+               "at 16 kHz, no PCA, no last ReLU")
+
+
+# -----------------------------------------------------------------------------
+# the Fréchet distance
+
+
+def gaussian_stats(embeddings):
+    """Mean and covariance (unbiased, rows = samples) of [n, d] embeddings."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"need at least 2 embeddings of shape [n, d] for a covariance, got shape {x.shape}")
+    return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+def frechet_distance(mu_a, sigma_a, mu_b, sigma_b):
+    """|mu_a - mu_b|^2 + Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^(1/2)).
+
+    Tr((S_a S_b)^(1/2)) is computed as the sum of square roots of the eigenvalues of A S_b A, A = S_a^(1/2)
+    (a symmetric PSD matrix with the same eigenvalues as S_a S_b): two symmetric eigendecompositions, no
+    general matrix square root, so a rank-deficient covariance gives no complex parts to discard.
+    """
+    mu_a, mu_b = np.asarray(mu_a, np.float64), np.asarray(mu_b, np.float64)
+    sigma_a, sigma_b = np.atleast_2d(sigma_a).astype(np.float64), np.atleast_2d(sigma_b).astype(np.float64)
+    if mu_a.shape != mu_b.shape or sigma_a.shape != sigma_b.shape or sigma_a.shape != (len(mu_a), len(mu_a)):
+        raise ValueError(f"shapes do not match: mu {mu_a.shape} / {mu_b.shape}, sigma {sigma_a.shape} / "
+                         f"{sigma_b.shape}")
+    w, v = np.linalg.eigh((sigma_a + sigma_a.T) / 2)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = root_a @ sigma_b @ root_a
+    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum()
+    diff = mu_a - mu_b
+    return float(diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2 * trace_root)
+
+
+# -----------------------------------------------------------------------------
+# VGGish, through torchvggish's own model and front end
+
+
+def _torchvggish():
+    from torchvggish import torchvggish, vggish_input
+    return torchvggish, vggish_input
+
+
+def build_vggish():
+    """torchvggish's VGGish architecture (no weights, no PCA), its last ReLU replaced by an identity."""
+    import torch.nn as nn
+    tv, _ = _torchvggish()
+    model = tv._vgg(postprocess=False)   # _vgg builds the network only; vggish() would download in its body
+    model.embeddings[-1] = nn.Identity()
+    return model.eval()
+
+
+def read_vggish(path):
+    """VGGish with the weights at path (torch.load weights-only), every key and shape checked first."""
+    from model.checkpoints import CheckpointError, load_torch_file, state_dict_problems
+    state = load_torch_file(path, "vggish")
+    model = build_vggish()
+    problems = state_dict_problems(model.state_dict(), state) if isinstance(state, dict) else [
+        f"holds a {type(state).__name__}, not a state dict"]
+    if problems:
+        raise CheckpointError(f"{path} does not fit torchvggish's VGGish: " + "; ".join(problems))
+    model.load_state_dict(state)
+    return model
+
+
+def verify_vggish_file(path):
+    model = read_vggish(path)
+    return f"{path}: {sum(p.numel() for p in model.parameters()):,} parameters fit torchvggish's VGGish"
+
+
+def load_vggish(device="cpu"):
+    """The published VGGish weights (checkpoint registry entry 'vggish'; fetched on first use when online)."""
+    from model.checkpoints import checkpoint_path
+    path = checkpoint_path("vggish")
+    return Embedder(read_vggish(path).to(device), VGGISH_NAME, str(path))
+
+
+def tiny_vggish(seed=0):
+    """VGGish's structure (torchvggish's VGG class and front end) at a tiny width, random weights: for tests."""
+    import torch
+    import torch.nn as nn
+    tv, _ = _torchvggish()
+    torch.manual_seed(seed)
+    features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))   # 96 x 64 -> 6 x 4
+    model = tv.VGG(features, postprocess=False)
+    model.embeddings = nn.Sequential(nn.Linear(8 * 4 * 6, 32), nn.ReLU(), nn.Linear(32, VGGISH_DIM), nn.Identity())
+    return Embedder(model.eval(), "tiny random-weight VGGish (tests only: figures mean nothing)", "")
+
+
+class Embedder:
+    """A VGGish model and its front end: embed(wave, rate) -> [frames, 128]."""
+
+    def __init__(self, model, name, weights):
+        self.model, self.name, self.weights = model, name, weights
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def embed(self, wave, sample_rate):
+        import torch
+        _, vggish_input = _torchvggish()
+        wave = np.asarray(wave, dtype=np.float64)
+        if wave.ndim == 2:
+            wave = wave.mean(axis=1)   # soundfile gives [samples, channels]
+        examples = vggish_input.waveform_to_examples(wave, sample_rate, return_tensor=True)   # resamples to 16 kHz
+        if examples.shape[0] == 0:
+            return np.zeros((0, VGGISH_DIM))
+        with torch.no_grad():
+            return self.model(examples.float().to(self.device)).reshape(-1, VGGISH_DIM).cpu().double().numpy()
+
+
+# -----------------------------------------------------------------------------
+# sets of audio files
+
+
+def wav_files(folder):
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of audio files")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg"))
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no .wav / .flac / .ogg files")
+    return files
+
+
+def manifest_sets(run_dir):
+    """The three audio sets of a manifest run: every seed's wav of every finished pair, by audio name."""
+    import json
+    run_dir = Path(run_dir)
+    sets = {name: [] for name in AUDIO_NAMES}
+    for pair in sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "run.json").is_file()):
+        record = json.loads((pair / "run.json").read_text())
+        if record.get("status") != "finished":
+            continue
+        for wav in record.get("wavs", []):
+            name = next((n for n in AUDIO_NAMES if wav == f"{n}.wav" or wav.startswith(f"{n}_seed")), None)
+            if name:
+                sets[name].append(pair / wav)
+    if not any(sets.values()):
+        raise FileNotFoundError(f"{run_dir} has no finished pair folders with audio (is it a manifest run?)")
+    return sets
+
+
+def set_embeddings(files, embedder):
+    import soundfile as sf
+    chunks = []
+    for f in files:
+        wave, rate = sf.read(str(f), dtype="float64")
+        chunks.append(embedder.embed(wave, rate))
+    return np.concatenate(chunks) if chunks else np.zeros((0, VGGISH_DIM))
+
+
+def fad(emb_a, emb_b):
+    """The FAD of two [n, 128] embedding sets, with the caveats that apply to them."""
+    caveats = [f"{len(e)} embeddings in set {k}: fewer than the {e.shape[1]} dimensions, so its covariance is "
+               f"rank-deficient and FAD is biased and noisy" for k, e in (("A", emb_a), ("B", emb_b))
+               if len(e) <= e.shape[1]]
+    value = frechet_distance(*gaussian_stats(emb_a), *gaussian_stats(emb_b))
+    return {"fad": value, "n_a": len(emb_a), "n_b": len(emb_b), "caveats": caveats}
+
+
+def manifest_fads(run_dir, embedder, reference=None):
+    """FAD between the three sets of a manifest run (and of each against a reference folder)."""
+    sets = {k: v for k, v in manifest_sets(run_dir).items() if v}
+    emb = {k: set_embeddings(v, embedder) for k, v in sets.items()}
+    if reference:
+        emb["reference"] = set_embeddings(wav_files(reference), embedder)
+    names = list(emb)
+    figures = {f"{a} vs {b}": fad(emb[a], emb[b]) for i, a in enumerate(names) for b in names[i + 1:]}
+    return {"embedding": embedder.name, "weights": embedder.weights, "reference": str(reference or ""),
+            "files": {k: len(v) for k, v in sets.items()}, "fad": figures}
+
+
+def main(argv):
+    """python evaluation.py fad DIR_A DIR_B | RUN_DIR [--reference DIR] [--smoke] [--DEVICE=cpu]."""
+    from model.checkpoints import CheckpointError
+    args = [a for a in argv if not a.startswith("--")]
+    flags = [a for a in argv if a.startswith("--")]
+    reference = None
+    if "--reference" in argv:
+        i = argv.index("--reference")
+        reference = argv[i + 1] if i + 1 < len(argv) else ""
+        args.remove(reference) if reference in args else None
+        flags.remove("--reference")
+    device = next((f.split("=", 1)[1] for f in flags if f.lower().startswith("--device=")), "cpu")
+    unknown = [f for f in flags if f != "--smoke" and not f.lower().startswith("--device=")]
+    if not args or args[0] != "fad" or len(args) not in (2, 3) or unknown or reference == "":
+        print("usage: python evaluation.py fad DIR_A DIR_B            FAD between two folders of audio\n"
+              "       python evaluation.py fad RUN_DIR [--reference DIR]  a manifest run's three sets\n"
+              "       options: --smoke (tiny random VGGish, checks the plumbing), --DEVICE=cuda", file=sys.stderr)
+        return 2
+    try:
+        embedder = tiny_vggish() if "--smoke" in flags else load_vggish(device)
+        if len(args) == 3:
+            emb = [set_embeddings(wav_files(d), embedder) for d in args[1:]]
+            result = {"embedding": embedder.name, "weights": embedder.weights,
+                      "fad": {f"{args[1]} vs {args[2]}": fad(*emb)}}
+        else:
+            result = manifest_fads(args[1], embedder, reference)
+    except (FileNotFoundError, ValueError, CheckpointError) as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 2
+    print(format_fads(result))
+    return 0
+
+
+def format_fads(result):
+    lines = [f"FAD with {result['embedding']}"]
+    for name, f in result["fad"].items():
+        lines.append(f"  {name:40s} {f['fad']:.4f}   ({f['n_a']} / {f['n_b']} embeddings)")
+        lines += [f"    caveat: {c}" for c in f["caveats"]]
+    lines.append("  FAD depends on the embedding, its version and the set sizes: compare only figures made the same way.")
+    return "\n".join(lines)
