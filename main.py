@@ -177,6 +177,11 @@ def parse_args(argv, config):
                 raise UserError("--manifest needs a CSV file: python main.py --manifest images/pairs.csv")
             mode, manifest = "manifest", args[i + 1]
             i += 1
+        elif arg == "--reference":   # a manifest's folder of real audio, for the set-level FAD
+            if i + 1 >= len(args):
+                raise UserError("--reference needs a folder of real audio: --manifest pairs.csv --reference real/")
+            config["_REFERENCE"] = args[i + 1]
+            i += 1
         elif arg == "--resume":
             if i + 1 >= len(args):
                 raise UserError("--resume needs a manifest's run folder: python main.py --resume outputs/<run>")
@@ -191,6 +196,9 @@ def parse_args(argv, config):
         else:
             raise UserError(f"unknown argument {arg!r}; see python main.py --help")
         i += 1
+    if config.get("_REFERENCE") and mode != "manifest":
+        raise UserError("--reference is read by a manifest run only (the set-level FAD): python main.py "
+                        "--manifest pairs.csv --reference real_audio/")
     overridden = {name for name, _ in overrides}
     if "SWEEP" in overridden and mode != "sweep":
         raise UserError("--SWEEP=... is only read by a sweep: add --sweep (python main.py --sweep "
@@ -1245,6 +1253,7 @@ class Manifest:
     duplicates: list              # rows equal to an earlier one: {pair, same_as}; they run once
     notes: list                   # warnings for run.json
     source: str = ""              # the user's manifest file (a resumed run reads its copy in the run folder)
+    reference: list = None        # real audio to compare the sets with: files / folders (reference_audio, --reference)
 
 
 def pair_folder(i, prompts):
@@ -1285,7 +1294,15 @@ def prepare_manifest(cfg, manifest, base_dir=None):
         pairs.append((i, p_cfg, images, prompts, pair_notes))
     if not pairs:
         raise UserError(f"no row of {manifest} can run ({len(skipped)} skipped, reasons above); nothing was run")
-    return Manifest(Path(manifest), base_dir, rows, pairs, skipped, duplicates, notes)
+    reference = []
+    for i, row in enumerate(rows, start=1):   # reference_audio: a file or folder of real audio per row (optional)
+        ref = (row.get("reference_audio") or "").strip()
+        path = Path(ref) if Path(ref).is_absolute() else base_dir / ref
+        if ref and not path.exists():
+            raise UserError(f"manifest row {i}: reference_audio {ref} not found (looked at {path})")
+        if ref and str(path) not in reference:
+            reference.append(str(path))
+    return Manifest(Path(manifest), base_dir, rows, pairs, skipped, duplicates, notes, reference=reference)
 
 
 def manifest_state(cfg):
@@ -1336,13 +1353,17 @@ def run_manifest_job(cfg, mode, target):
         if mode == "resume":
             run_dir, cfg, previous = resume_target(target, cfg)
             manifest = prepare_manifest(cfg, run_dir / "manifest.csv", base_dir=previous["manifest_dir"])
-            manifest.source = previous["manifest"]
+            manifest.source, manifest.reference = previous["manifest"], previous.get("reference", [])
             print(f"Resuming {run_dir} (it ended {previous.get('status')!r}) with the settings it started with"
                   + (" (smoke models)" if cfg["SMOKE"] else ""))
         else:
             check_settings(cfg)
             manifest = prepare_manifest(cfg, target)
             manifest.source = str(manifest.path.resolve())
+            if cfg.get("_REFERENCE"):   # --reference DIR: a folder of real audio for every pair
+                if not Path(cfg["_REFERENCE"]).is_dir():
+                    raise UserError(f"--reference {cfg['_REFERENCE']}: not a folder (give a folder of real audio)")
+                manifest.reference.append(str(Path(cfg["_REFERENCE"]).resolve()))
         if state.num_processes > 1 and cfg["DEVICE"] in ("", "cuda") and state.device.type == "cuda":
             cfg["DEVICE"] = str(state.device)   # one GPU per process: cuda:<local rank>
         sources = [(p_cfg, source_names(p_cfg, prompts)) for _, p_cfg, _, prompts, _ in manifest.pairs]
@@ -1364,7 +1385,7 @@ def run_manifest_job(cfg, mode, target):
     if main_process:
         print(f"Run folder: {run_dir}\nDevice: {models.device}; processes: {state.num_processes}")
         data = {**run_record(cfg, models, "manifest", notes=manifest.notes + notes + class_notes),
-                "manifest": manifest.source,
+                "manifest": manifest.source, "reference": manifest.reference,
                 "manifest_dir": str(manifest.base_dir), "processes": state.num_processes}
         if previous:
             data = {**{k: v for k, v in previous.items() if k not in ("outputs", "ended", "error", "traceback")},
@@ -1457,7 +1478,7 @@ def run_manifest(cfg, models, run_dir, manifest, record, state):
             log.close()
     state.wait_for_everyone()
     if state.is_main_process:
-        return summarise_manifest(run_dir, manifest, record)
+        return summarise_manifest(run_dir, manifest, record, set_metrics=manifest_set_metrics(run_dir, manifest, models))
 
 
 def manifest_counts(run_dir, manifest):
@@ -1494,7 +1515,21 @@ def manifest_table(run_dir, manifest):
     return sorted(table, key=lambda r: r["pair"]), processes
 
 
-def summarise_manifest(run_dir, manifest, record=None):
+def manifest_set_metrics(run_dir, manifest, models):
+    """FAD (VGGish) between the manifest's three audio sets and against the reference audio; a missing
+    embedding checkpoint is reported, never fatal: the pairs are done by now."""
+    import metrics
+    from model.checkpoints import CheckpointError
+    print("\nSet-level figures (FAD, VGGish) over the finished pairs ...")
+    try:
+        embedder = metrics.tiny_vggish() if models.smoke else metrics.load_vggish(models.device)
+        return metrics.manifest_fads(run_dir, embedder, reference=manifest.reference)
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"  skipped: {err}")
+        return {"skipped": f"{err}; once fixed: python evaluation.py fad {run_dir}"}
+
+
+def summarise_manifest(run_dir, manifest, record=None, set_metrics=None):
     """pairs.csv (every row, with its status) and summary.json (means and stds over the finished pairs)."""
     import numpy as np
     table, processes = manifest_table(run_dir, manifest)
@@ -1509,7 +1544,8 @@ def summarise_manifest(run_dir, manifest, record=None):
             os.replace(run_dir / name, earlier / f"{Path(name).stem}_try{n}{Path(name).suffix}")
     write_csv(run_file(run_dir, "pairs.csv"), table)
     summary = {"manifest": manifest.source or str(manifest.path), "pairs": len(manifest.rows), "completed": len(finished),
-               "failed": failed, "skipped": manifest.skipped, "duplicates": manifest.duplicates, "metrics": {}}
+               "failed": failed, "skipped": manifest.skipped, "duplicates": manifest.duplicates, "metrics": {},
+               "set_metrics": set_metrics or {}}
     # each metric over the pairs that have it: rows may name different kept sources
     keys = list(dict.fromkeys(k for r in finished for k in r if k != "pair"))
     for key in keys:
@@ -1529,6 +1565,9 @@ def summarise_manifest(run_dir, manifest, record=None):
                 and not k.startswith("clap ")]:
         m = summary["metrics"][key]
         print(f"  {key:44s} mean {m['mean']:.4f}  std {m['std']:.4f}  (n={m['n']})")
+    if set_metrics and "fad" in set_metrics:
+        import metrics
+        print(metrics.format_fads(set_metrics))
     print(f"Per-pair table: {run_dir / 'pairs.csv'}; means and stds: {run_dir / 'summary.json'}")
     if failed:
         print(f"Redo the failed pairs (finished ones are kept): python main.py --resume {run_dir}")

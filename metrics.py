@@ -200,11 +200,13 @@ def manifest_fads(run_dir, embedder, reference=None):
     """FAD between the three sets of a manifest run (and of each against a reference folder)."""
     sets = {k: v for k, v in manifest_sets(run_dir).items() if v}
     emb = {k: set_embeddings(v, embedder) for k, v in sets.items()}
-    if reference:
-        emb["reference"] = set_embeddings(wav_files(reference), embedder)
+    refs = [reference] if isinstance(reference, (str, Path)) else list(reference or [])
+    if refs:
+        files = [f for r in refs for f in (wav_files(r) if Path(r).is_dir() else [Path(r)])]
+        emb["reference"] = set_embeddings(files, embedder)
     names = list(emb)
     figures = {f"{a} vs {b}": fad(emb[a], emb[b]) for i, a in enumerate(names) for b in names[i + 1:]}
-    return {"embedding": embedder.name, "weights": embedder.weights, "reference": str(reference or ""),
+    return {"embedding": embedder.name, "weights": embedder.weights, "reference": [str(r) for r in refs],
             "files": {k: len(v) for k, v in sets.items()}, "fad": figures}
 
 

@@ -32,6 +32,17 @@ FAILING_PAIR = "pair006_cat-to-astronaut"
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def write_reference(folder):
+    """Two clips of 'real audio' (tones) for the set-level FAD against a reference."""
+    import numpy as np
+    import soundfile as sf
+    folder.mkdir()
+    t = np.arange(32000) / 16000
+    for f in (220, 330):
+        sf.write(folder / f"tone{f}.wav", (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), 16000)
+    return folder
+
+
 def write_manifest(path):
     o, e = IMAGES / "original.jpg", IMAGES / "edited.jpg"
     path.write_text(
@@ -64,14 +75,16 @@ def reference(tmp_path_factory):
     """The uninterrupted one-process run (python main.py --manifest), made once for the tests below."""
     tmp = tmp_path_factory.mktemp("reference")
     manifest = write_manifest(tmp / "pairs.csv")
+    ref = write_reference(tmp / "real")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main.main(FAST + [f"--OUTPUT_DIR={tmp / 'out'}", "--manifest", str(manifest)]) == 0
+        assert main.main(FAST + [f"--OUTPUT_DIR={tmp / 'out'}", "--manifest", str(manifest), "--reference",
+                                 str(ref)]) == 0
     finally:
         torch.set_num_threads(threads)
     (run_dir,) = (tmp / "out").iterdir()
-    return manifest, run_dir
+    return manifest, run_dir, ref
 
 
 def table(run_dir):
@@ -92,7 +105,7 @@ def assert_same_results(run_dir, expected):
 
 
 def test_one_process_manifest_marks_the_failed_pair_runs_duplicates_once_and_summarises(reference, capsys):
-    _, run_dir = reference
+    _, run_dir, ref = reference
     rows = table(run_dir)
     assert [(r["pair"], r["status"]) for r in rows] == [
         ("1", "finished"), ("2", "finished"), ("3", "finished"), ("4", "finished"),
@@ -104,6 +117,14 @@ def test_one_process_manifest_marks_the_failed_pair_runs_duplicates_once_and_sum
     assert summary["completed"] == 4 and summary["duplicates"] == [{"pair": 5, "same_as": 1}]
     assert [f["pair"] for f in summary["failed"]] == [6]
     assert summary["metrics"]["target"]["n"] == 4   # the duplicate counts once, the failed pair not at all
+    sets = summary["set_metrics"]
+    assert sets["embedding"].startswith("tiny random-weight VGGish") and sets["reference"] == [str(ref.resolve())]
+    assert sets["files"] == {"baseline_original": 4, "baseline_edited": 4, "manipulated": 4}
+    assert set(sets["fad"]) == {"baseline_original vs baseline_edited", "baseline_original vs manipulated",
+                                "baseline_edited vs manipulated", "baseline_original vs reference",
+                                "baseline_edited vs reference", "manipulated vs reference"}
+    assert sets["fad"]["manipulated vs reference"]["n_b"] == 4   # two 2 s clips, two 0.96 s embeddings each
+    assert sets["fad"]["manipulated vs reference"]["caveats"]   # 4 embeddings of 128 dimensions: said
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished" and record["pairs_done"] == 4 and record["pairs_failed"] == 1
     assert any("row 5 repeats row 1" in w for w in record["warnings"])
@@ -112,10 +133,11 @@ def test_one_process_manifest_marks_the_failed_pair_runs_duplicates_once_and_sum
 
 
 def test_two_processes_under_accelerate_give_the_same_bytes(reference, tmp_path):
-    manifest, expected = reference
+    manifest, expected, ref = reference
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           str(ROOT / "main.py"), *FAST, f"--OUTPUT_DIR={tmp_path}", "--manifest", str(manifest)]
+           str(ROOT / "main.py"), *FAST, f"--OUTPUT_DIR={tmp_path}", "--manifest", str(manifest),
+           "--reference", str(ref)]
     proc = subprocess.run(cmd, cwd=ROOT, env=ONE_THREAD, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run_dir,) = tmp_path.iterdir()   # one run folder: the main process's, shared with the other
@@ -131,7 +153,7 @@ def test_two_processes_under_accelerate_give_the_same_bytes(reference, tmp_path)
 
 
 def test_a_pair_alone_gives_the_same_bytes_as_in_the_manifest(reference, tmp_path, one_thread):
-    _, expected = reference
+    _, expected, _ = reference
     assert main.main(FAST + [f"--OUTPUT_DIR={tmp_path}", f"--ORIGINAL={IMAGES / 'edited.jpg'}",
                              f"--EDITED={IMAGES / 'original.jpg'}", "--KEPT_SOURCES=['rocket']",
                              "--SAM2_PROMPTS={'astronaut': {'x': [410], 'y': [130]}, "
@@ -151,9 +173,9 @@ def oom_in_pair_4(real_step7):
 
 
 def test_interrupted_after_two_pairs_then_resumed_ends_equal(reference, tmp_path, monkeypatch, one_thread, capsys):
-    manifest, expected = reference
+    manifest, expected, ref = reference
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *FAST, f"--OUTPUT_DIR={tmp_path}",
-                             "--manifest", str(manifest)], cwd=ROOT, env=ONE_THREAD,
+                             "--manifest", str(manifest), "--reference", str(ref)], cwd=ROOT, env=ONE_THREAD,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
@@ -230,3 +252,22 @@ def test_duplicate_rows_are_found_whatever_the_path_spelling(tmp_path, capsys):
     assert "WARNING: manifest row 5 repeats row 1" in capsys.readouterr().out
     # the same images with other points, or other kept sources, are other pairs
     assert len({main.pair_key(images, prompts, cfg) for _, cfg, images, prompts, _ in m.pairs}) == 5
+
+
+def test_reference_audio_column_and_flag_are_checked_before_any_model(tmp_path, capsys):
+    real = write_reference(tmp_path / "real")
+    text = write_manifest(tmp_path / "plain.csv").read_text().splitlines()
+    with_ref = tmp_path / "with_ref.csv"
+    with_ref.write_text("\n".join([text[0] + ",reference_audio", text[1] + f",{real / 'tone220.wav'}",
+                                   text[2] + ",real", text[3] + ","]) + "\n")
+    m = main.prepare_manifest(main.default_config(), with_ref)
+    assert m.reference == [str(real / "tone220.wav"), str(tmp_path / "real")]
+    broken = tmp_path / "broken.csv"
+    broken.write_text("\n".join([text[0] + ",reference_audio", text[1] + ",nothere.wav"]) + "\n")
+    with pytest.raises(main.UserError, match="row 1: reference_audio nothere.wav not found"):
+        main.prepare_manifest(main.default_config(), broken)
+    assert main.main(["--smoke", "--reference", str(real)]) == 2
+    assert "--reference is read by a manifest run only" in capsys.readouterr().err
+    assert main.main(["--smoke", f"--OUTPUT_DIR={tmp_path / 'out'}", "--manifest", str(with_ref),
+                      "--reference", str(tmp_path / "nope")]) == 2
+    assert "--reference" in capsys.readouterr().err and not (tmp_path / "out").exists()
