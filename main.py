@@ -1516,17 +1516,25 @@ def manifest_table(run_dir, manifest):
 
 
 def manifest_set_metrics(run_dir, manifest, models):
-    """FAD (VGGish) between the manifest's three audio sets and against the reference audio; a missing
-    embedding checkpoint is reported, never fatal: the pairs are done by now."""
+    """FAD (VGGish), FD and KL (PANNs CNN14) between the manifest's three audio sets and against the reference
+    audio; a missing checkpoint is reported, never fatal: the pairs are done by now."""
     import metrics
     from model.checkpoints import CheckpointError
-    print("\nSet-level figures (FAD, VGGish) over the finished pairs ...")
+    print("\nSet-level figures (FAD with VGGish, FD and KL with PANNs CNN14) over the finished pairs ...")
+    figures = {}
     try:
         embedder = metrics.tiny_vggish() if models.smoke else metrics.load_vggish(models.device)
-        return metrics.manifest_fads(run_dir, embedder, reference=manifest.reference)
+        figures = metrics.manifest_fads(run_dir, embedder, reference=manifest.reference)
     except (CheckpointError, FileNotFoundError, ValueError) as err:
-        print(f"  skipped: {err}")
-        return {"skipped": f"{err}; once fixed: python evaluation.py fad {run_dir}"}
+        print(f"  FAD skipped: {err}")
+        figures["skipped"] = f"{err}; once fixed: python evaluation.py fad {run_dir}"
+    try:
+        scorer = metrics.tiny_cnn14() if models.smoke else metrics.load_cnn14(models.device)
+        figures["panns"] = metrics.manifest_panns(run_dir, scorer, reference=manifest.reference)
+    except (CheckpointError, FileNotFoundError, ValueError, ImportError) as err:
+        print(f"  FD / KL skipped: {err}")
+        figures["panns"] = {"skipped": f"{err}; once fixed: python evaluation.py fd {run_dir}"}
+    return figures
 
 
 def summarise_manifest(run_dir, manifest, record=None, set_metrics=None):
@@ -1568,6 +1576,9 @@ def summarise_manifest(run_dir, manifest, record=None, set_metrics=None):
     if set_metrics and "fad" in set_metrics:
         import metrics
         print(metrics.format_fads(set_metrics))
+    if set_metrics and "fd" in set_metrics.get("panns", {}):
+        import metrics
+        print(metrics.format_panns(set_metrics["panns"], "kl"))
     print(f"Per-pair table: {run_dir / 'pairs.csv'}; means and stds: {run_dir / 'summary.json'}")
     if failed:
         print(f"Redo the failed pairs (finished ones are kept): python main.py --resume {run_dir}")

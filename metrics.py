@@ -1,4 +1,4 @@
-"""Set-level figures a paper table reports: the Fréchet Audio Distance (FAD) with VGGish embeddings.
+"""Set-level figures a paper table reports: FAD with VGGish embeddings, FD and KL with PANNs CNN14.
 
 FAD (Kilgour et al., 2019) fits a Gaussian to the embeddings of each set of clips and reports the Fréchet
 distance between the two Gaussians,
@@ -16,11 +16,22 @@ comparable: every figure here carries the name of the embedding that produced it
     python evaluation.py fad outputs/<manifest run>   # manipulated / baseline_edited / baseline_original sets
     python evaluation.py fad outputs/<run> --reference real_audio/   # ... and each set against real audio
 
+FD and KL use PANNs CNN14 (Kong et al., 2020) through panns_inference's own model class (0.1.1) and the weights
+it publishes (Cnn14_mAP=0.431.pth, registry entry 'panns_cnn14'), at 32 kHz: FD is the Fréchet distance between
+the sets' 2048-d clip embeddings (one per file), KL the mean over paired files (same relative path, or the same
+pair and seed of a manifest) of KL(p_reference || p_generated), p = the 527 AudioSet probabilities of a clip
+divided by their sum. KLs from other toolkits (softmax vs sigmoid outputs, other pairings) do not compare.
+
+    python evaluation.py fd DIR_A DIR_B / python evaluation.py kl DIR_REF DIR_GEN
+
 Caveats (also printed with every figure): a Gaussian of d=128 dimensions needs well over 128 embeddings per
 set; with fewer the covariance is rank-deficient and FAD is biased upward and noisy (the figure is still
 printed, with a warning). FAD is biased by the set size, so compare only sets of similar size.
 """
+import importlib
+import importlib.util
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +158,137 @@ class Embedder:
 
 
 # -----------------------------------------------------------------------------
+# PANNs CNN14, through panns_inference's own model class
+
+# panns_inference's AudioTagging configuration of Cnn14 (the released checkpoint's front end)
+PANNS_CNN14 = dict(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000,
+                   classes_num=527)
+PANNS_NAME = ("PANNs CNN14 (panns_inference 0.1.1 model class, Cnn14_mAP=0.431.pth), 2048-d clip embedding and "
+              "527 AudioSet probabilities at 32 kHz")
+
+
+def _panns_models():
+    """panns_inference.models, imported without running the package's __init__, which fetches a label CSV
+    with wget (and writes ~/panns_data) at import time. Registered under a private name."""
+    name = "_panns_inference_pkg"
+    if name not in sys.modules:
+        spec = importlib.util.find_spec("panns_inference")   # finds the package without executing it
+        if spec is None:
+            raise ImportError("panns-inference is not installed: pip install panns-inference==0.1.1")
+        package = types.ModuleType(name)
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules[name] = package
+    return importlib.import_module(f"{name}.models")
+
+
+def build_cnn14():
+    return _panns_models().Cnn14(**PANNS_CNN14).eval()
+
+
+def read_cnn14(path):
+    """CNN14 with the release checkpoint at path ({'model': state_dict, ...}, torch.load weights-only)."""
+    from model.checkpoints import CheckpointError, load_torch_file, state_dict_problems
+    ckpt = load_torch_file(path, "panns_cnn14")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        keys = sorted(map(str, ckpt))[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path} is not a PANNs release checkpoint: it holds {{'model': state_dict, ...}}, "
+                              f"this file has {keys}")
+    model = build_cnn14()
+    problems = state_dict_problems(model.state_dict(), ckpt["model"])
+    if problems:
+        raise CheckpointError(f"{path} does not fit PANNs CNN14 ({PANNS_CNN14}): " + "; ".join(problems))
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def verify_cnn14_file(path):
+    model = read_cnn14(path)
+    return f"{path}: {sum(p.numel() for p in model.parameters()):,} parameters fit PANNs CNN14"
+
+
+def load_cnn14(device="cpu"):
+    from model.checkpoints import checkpoint_path
+    path = checkpoint_path("panns_cnn14")
+    return Cnn14Scorer(read_cnn14(path).to(device), PANNS_NAME, str(path))
+
+
+def tiny_cnn14(seed=0):
+    """CNN14's layer sequence (panns_inference's class, its forward and front end) at a tiny width: tests only."""
+    import torch
+    import torch.nn as nn
+    from torchlibrosa.augmentation import SpecAugmentation
+    from torchlibrosa.stft import LogmelFilterBank, Spectrogram
+    m = _panns_models()
+    torch.manual_seed(seed)
+    c = PANNS_CNN14
+    model = m.Cnn14.__new__(m.Cnn14)   # the class's forward, with narrower layers than its constructor makes
+    nn.Module.__init__(model)
+    model.spectrogram_extractor = Spectrogram(n_fft=c["window_size"], hop_length=c["hop_size"],
+                                              win_length=c["window_size"], window="hann", center=True,
+                                              pad_mode="reflect", freeze_parameters=True)
+    model.logmel_extractor = LogmelFilterBank(sr=c["sample_rate"], n_fft=c["window_size"], n_mels=c["mel_bins"],
+                                              fmin=c["fmin"], fmax=c["fmax"], ref=1.0, amin=1e-10, top_db=None,
+                                              freeze_parameters=True)
+    model.spec_augmenter = SpecAugmentation(time_drop_width=64, time_stripes_num=2, freq_drop_width=8,
+                                            freq_stripes_num=2)
+    model.bn0 = nn.BatchNorm2d(c["mel_bins"])
+    widths = [1, 4, 4, 8, 8, 16, 16]
+    for i in range(1, 7):
+        setattr(model, f"conv_block{i}", m.ConvBlock(widths[i - 1], widths[i]))
+    model.fc1, model.fc_audioset = nn.Linear(16, 16), nn.Linear(16, c["classes_num"])
+    return Cnn14Scorer(model.eval(), "tiny random-weight CNN14 (tests only: figures mean nothing)", "")
+
+
+class Cnn14Scorer:
+    """CNN14 on one clip: (2048-d embedding, 527 AudioSet probabilities)."""
+
+    def __init__(self, model, name, weights):
+        self.model, self.name, self.weights = model, name, weights
+
+    def __call__(self, wave, sample_rate):
+        import torch
+        from evaluation import _resample
+        wave = np.asarray(wave, dtype=np.float64)
+        wave = wave.mean(axis=1) if wave.ndim == 2 else wave
+        wave = _resample(wave, int(sample_rate), PANNS_CNN14["sample_rate"])
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            out = self.model(torch.as_tensor(wave, dtype=torch.float32, device=device)[None])
+        return out["embedding"][0].double().cpu().numpy(), out["clipwise_output"][0].double().cpu().numpy()
+
+
+def kl_divergence(p, q, eps=1e-10):
+    """KL(p || q) of two vectors of class probabilities, each divided by its sum first (nats)."""
+    p = np.clip(np.asarray(p, np.float64), eps, None)
+    q = np.clip(np.asarray(q, np.float64), eps, None)
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+def panns_figures(sets, scorer, pairs=()):
+    """FD between every two sets (clip embeddings) and KL over paired files: pairs = [(set_ref, set_gen)]."""
+    out = {name: [scorer(*_read(f)) for f in files] for name, files in sets.items()}
+    names = list(sets)
+    fd = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ea, eb = np.stack([e for e, _ in out[a]]), np.stack([e for e, _ in out[b]])
+            fd[f"{a} vs {b}"] = fad(ea, eb) if min(len(ea), len(eb)) >= 2 else {"skipped": "fewer than 2 clips"}
+    kl = {}
+    for ref, gen in pairs:
+        values = [kl_divergence(p, q) for (_, p), (_, q) in zip(out[ref], out[gen])]
+        kl[f"KL({ref} || {gen})"] = {"mean": float(np.mean(values)), "n": len(values),
+                                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+    return {"model": scorer.name, "weights": scorer.weights, "fd": fd, "kl": kl}
+
+
+def _read(path):
+    import soundfile as sf
+    wave, rate = sf.read(str(path), dtype="float64")
+    return wave, rate
+
+
+# -----------------------------------------------------------------------------
 # sets of audio files
 
 
@@ -210,37 +352,91 @@ def manifest_fads(run_dir, embedder, reference=None):
             "files": {k: len(v) for k, v in sets.items()}, "fad": figures}
 
 
+def manifest_panns(run_dir, scorer, reference=None):
+    """FD between the sets of a manifest run (and the reference) and KL of the manipulated audio against each
+    baseline of the same pair and seed."""
+    sets = {k: v for k, v in manifest_sets(run_dir).items() if v}
+    refs = [reference] if isinstance(reference, (str, Path)) else list(reference or [])
+    if refs:
+        sets["reference"] = [f for r in refs for f in (wav_files(r) if Path(r).is_dir() else [Path(r)])]
+    pairs = [(b, "manipulated") for b in ("baseline_edited", "baseline_original") if b in sets and "manipulated" in sets]
+    return {**panns_figures(sets, scorer, pairs), "files": {k: len(v) for k, v in sets.items()}}
+
+
+def paired_files(dir_ref, dir_gen):
+    """Files of two folders with the same relative path (KL needs a reference clip for each generated one)."""
+    ref = {p.relative_to(dir_ref): p for p in wav_files(dir_ref)}
+    gen = {p.relative_to(dir_gen): p for p in wav_files(dir_gen)}
+    common = sorted(set(ref) & set(gen))
+    if not common:
+        raise FileNotFoundError(f"{dir_ref} and {dir_gen} share no file names: KL pairs each generated clip with "
+                                f"the reference clip of the same name")
+    return [ref[k] for k in common], [gen[k] for k in common]
+
+
+USAGE = """usage: python evaluation.py fad DIR_A DIR_B           FAD (VGGish) between two folders of audio
+       python evaluation.py fd DIR_A DIR_B            FD (PANNs CNN14 clip embeddings)
+       python evaluation.py kl DIR_REF DIR_GEN        KL (PANNs CNN14), files paired by name
+       python evaluation.py fad|fd|kl RUN_DIR [--reference DIR]   a manifest run's three sets (and real audio)
+       options: --smoke (tiny random-weight models: checks the plumbing), --DEVICE=cuda"""
+
+
 def main(argv):
-    """python evaluation.py fad DIR_A DIR_B | RUN_DIR [--reference DIR] [--smoke] [--DEVICE=cpu]."""
+    """python evaluation.py fad|fd|kl DIR_A DIR_B | RUN_DIR [--reference DIR] [--smoke] [--DEVICE=cpu]."""
     from model.checkpoints import CheckpointError
-    args = [a for a in argv if not a.startswith("--")]
-    flags = [a for a in argv if a.startswith("--")]
+    argv = list(argv)
     reference = None
     if "--reference" in argv:
         i = argv.index("--reference")
         reference = argv[i + 1] if i + 1 < len(argv) else ""
-        args.remove(reference) if reference in args else None
-        flags.remove("--reference")
+        del argv[i:i + 2]
+    args = [a for a in argv if not a.startswith("--")]
+    flags = [a for a in argv if a.startswith("--")]
     device = next((f.split("=", 1)[1] for f in flags if f.lower().startswith("--device=")), "cpu")
     unknown = [f for f in flags if f != "--smoke" and not f.lower().startswith("--device=")]
-    if not args or args[0] != "fad" or len(args) not in (2, 3) or unknown or reference == "":
-        print("usage: python evaluation.py fad DIR_A DIR_B            FAD between two folders of audio\n"
-              "       python evaluation.py fad RUN_DIR [--reference DIR]  a manifest run's three sets\n"
-              "       options: --smoke (tiny random VGGish, checks the plumbing), --DEVICE=cuda", file=sys.stderr)
+    if not args or args[0] not in ("fad", "fd", "kl") or len(args) not in (2, 3) or unknown or reference == "" \
+            or (reference and len(args) == 3):
+        print(USAGE, file=sys.stderr)
         return 2
+    smoke, what = "--smoke" in flags, args[0]
     try:
-        embedder = tiny_vggish() if "--smoke" in flags else load_vggish(device)
-        if len(args) == 3:
-            emb = [set_embeddings(wav_files(d), embedder) for d in args[1:]]
-            result = {"embedding": embedder.name, "weights": embedder.weights,
-                      "fad": {f"{args[1]} vs {args[2]}": fad(*emb)}}
+        if what == "fad":
+            embedder = tiny_vggish() if smoke else load_vggish(device)
+            if len(args) == 3:
+                emb = [set_embeddings(wav_files(d), embedder) for d in args[1:]]
+                result = {"embedding": embedder.name, "weights": embedder.weights,
+                          "fad": {f"{args[1]} vs {args[2]}": fad(*emb)}}
+            else:
+                result = manifest_fads(args[1], embedder, reference)
+            print(format_fads(result))
+            return 0
+        scorer = tiny_cnn14() if smoke else load_cnn14(device)
+        if len(args) == 2:
+            result = manifest_panns(args[1], scorer, reference)
+        elif what == "fd":
+            result = panns_figures({args[1]: wav_files(args[1]), args[2]: wav_files(args[2])}, scorer)
         else:
-            result = manifest_fads(args[1], embedder, reference)
-    except (FileNotFoundError, ValueError, CheckpointError) as err:
+            ref, gen = paired_files(Path(args[1]), Path(args[2]))
+            result = panns_figures({args[1]: ref, args[2]: gen}, scorer, [(args[1], args[2])])
+    except (FileNotFoundError, ValueError, CheckpointError, ImportError) as err:
         print(f"Error: {err}", file=sys.stderr)
         return 2
-    print(format_fads(result))
+    print(format_panns(result, what))
     return 0
+
+
+def format_panns(result, what="fd"):
+    lines = [f"{'FD' if what == 'fd' else 'FD and KL'} with {result['model']}"]
+    for name, f in result["fd"].items():
+        if "skipped" in f:
+            lines.append(f"  FD {name:37s} skipped: {f['skipped']}")
+        else:
+            lines.append(f"  FD {name:37s} {f['fad']:.4f}   ({f['n_a']} / {f['n_b']} clips)")
+            lines += [f"    caveat: {c}" for c in f["caveats"]]
+    for name, k in result["kl"].items():
+        lines.append(f"  {name:40s} {k['mean']:.4f} +- {k['std']:.4f} nats over {k['n']} paired clips")
+    lines.append("  FD and KL depend on the model, its version and the set sizes: compare only figures made the same way.")
+    return "\n".join(lines)
 
 
 def format_fads(result):

@@ -124,6 +124,13 @@ CHECKPOINTS = {c.name: c for c in [
         url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
         min_bytes=72_141_184 * 4,
     ),
+    Checkpoint(
+        name="panns_cnn14", what="PANNs CNN14 (Kong et al. 2020, AudioSet mAP 0.431), panns_inference's release: "
+                                 "the FD / KL of metrics.py; 81,837,071 parameters, ~327 MB",
+        filename="Cnn14_mAP=0.431.pth",
+        url="https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth?download=1",
+        min_bytes=300_000_000,   # panns_inference itself re-downloads a file under 3e8 bytes as incomplete
+    ),
 ]}
 
 
@@ -431,6 +438,7 @@ VERIFIERS = {
     "roberta": "evaluation:verify_roberta_folder",
     "ast": "evaluation:verify_ast_folder",
     "vggish": "metrics:verify_vggish_file",
+    "panns_cnn14": "metrics:verify_cnn14_file",
 }
 
 

@@ -125,6 +125,11 @@ def test_one_process_manifest_marks_the_failed_pair_runs_duplicates_once_and_sum
                                 "baseline_edited vs reference", "manipulated vs reference"}
     assert sets["fad"]["manipulated vs reference"]["n_b"] == 4   # two 2 s clips, two 0.96 s embeddings each
     assert sets["fad"]["manipulated vs reference"]["caveats"]   # 4 embeddings of 128 dimensions: said
+    panns = sets["panns"]
+    assert panns["model"].startswith("tiny random-weight CNN14") and len(panns["fd"]) == 6
+    assert panns["fd"]["manipulated vs reference"]["n_b"] == 2   # one embedding per clip
+    assert {k: v["n"] for k, v in panns["kl"].items()} == {"KL(baseline_edited || manipulated)": 4,
+                                                          "KL(baseline_original || manipulated)": 4}
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished" and record["pairs_done"] == 4 and record["pairs_failed"] == 1
     assert any("row 5 repeats row 1" in w for w in record["warnings"])

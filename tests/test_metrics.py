@@ -122,3 +122,57 @@ def test_fad_cli_on_two_folders(tmp_path):
 
 def test_fad_cli_usage():
     assert metrics.main(["fad"]) == 2 and metrics.main(["fad", "a", "b", "--bogus"]) == 2
+
+
+def test_panns_models_import_without_the_package_init():
+    # panns_inference/__init__ runs wget for a label CSV at import: our import must not run it
+    code = ("import sys, metrics; m = metrics._panns_models(); "
+            "print(m.Cnn14.__name__, 'panns_inference' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "HOME": "/nonexistent-home"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["Cnn14", "False"] and "wget" not in out.stderr
+
+
+def test_tiny_cnn14_runs_the_library_forward():
+    scorer = metrics.tiny_cnn14()
+    rng = np.random.default_rng(0)
+    emb, probs = scorer(rng.standard_normal(16000), 16000)   # resampled to 32 kHz first
+    assert emb.shape == (16,) and probs.shape == (527,) and ((probs > 0) & (probs < 1)).all()
+    emb2, probs2 = scorer(rng.standard_normal(32000), 32000)
+    assert not np.allclose(probs, probs2)
+
+
+def test_a_wrong_panns_file_is_refused(tmp_path):
+    plain = tmp_path / "plain.pth"
+    torch.save(metrics.tiny_cnn14().model.state_dict(), plain)
+    with pytest.raises(CheckpointError, match="is not a PANNs release checkpoint"):
+        metrics.read_cnn14(plain)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"model": metrics.tiny_cnn14().model.state_dict(), "iteration": 0}, wrapped)
+    with pytest.raises(CheckpointError, match="does not fit PANNs CNN14 .*mis-shaped"):
+        metrics.read_cnn14(wrapped)
+
+
+def test_kl_divergence_matches_scipy_entropy():
+    import scipy.stats
+    rng = np.random.default_rng(2)
+    p, q = rng.uniform(0.01, 1, 527), rng.uniform(0.01, 1, 527)
+    assert metrics.kl_divergence(p, q) == pytest.approx(scipy.stats.entropy(p, q), rel=1e-10)
+    assert metrics.kl_divergence(p, p) == pytest.approx(0, abs=1e-12)
+
+
+def test_fd_and_kl_cli_on_folders(tmp_path):
+    tones, noise = write_set(tmp_path / "tones", "tone"), write_set(tmp_path / "noise", "noise")
+    run = lambda *a: subprocess.run([sys.executable, str(ROOT / "evaluation.py"), *a, "--smoke"],   # noqa: E731
+                                    cwd=ROOT, capture_output=True, text=True, timeout=300)
+    fd = run("fd", str(tones), str(noise))
+    assert fd.returncode == 0, fd.stderr
+    assert "FD with tiny random-weight CNN14" in fd.stdout and "(3 / 3 clips)" in fd.stdout
+    kl = run("kl", str(tones), str(noise))   # clip0.wav .. clip2.wav in both: paired by name
+    assert kl.returncode == 0 and "over 3 paired clips" in kl.stdout
+    other = tmp_path / "other"
+    other.mkdir()
+    (noise / "clip0.wav").rename(other / "x.wav")
+    unpaired = run("kl", str(tones), str(other))
+    assert unpaired.returncode == 2 and "share no file names" in unpaired.stderr
