@@ -17,6 +17,7 @@ import torch
 import evaluation
 import main
 import mask
+import metrics
 import release_formats as rf
 import util
 from model import aldm, detect, pipeline
@@ -61,6 +62,10 @@ def release(tmp_path_factory):
     rf.audioldm_snapshot(hub, models["aldm"], bin_payload=rf.RunsCode(marker))
     rf.roberta_snapshot(hub, tokenizer, roberta)
     rf.ast_snapshot(hub, models["ast"], bin_payload=rf.RunsCode(marker))
+    # the set-level metrics' networks: torchvggish's plain state dict, PANNs' {'model': ..., 'iteration': ...}
+    vggish, cnn14 = metrics.tiny_vggish(seed=17).model, metrics.tiny_cnn14(seed=18).model
+    torch.save(vggish.state_dict(), ckpts / "vggish-10086976.pth")
+    torch.save({"model": cnn14.state_dict(), "iteration": 600000}, ckpts / "Cnn14_mAP=0.431.pth")
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ck, "CHECKPOINT_DIR", ckpts)
@@ -68,8 +73,10 @@ def release(tmp_path_factory):
         mp.setitem(ck.CHECKPOINTS, "clip", dataclasses.replace(ck.CHECKPOINTS["clip"], sha256=sha, min_bytes=0))
         clap_sha = hashlib.sha256((ckpts / "630k-audioset-best.pt").read_bytes()).hexdigest()
         mp.setitem(ck.CHECKPOINTS, "clap", dataclasses.replace(ck.CHECKPOINTS["clap"], sha256=clap_sha, min_bytes=0))
-        for name in ("sam2", "yolo", "ssv2a"):
+        for name in ("sam2", "yolo", "ssv2a", "vggish", "panns_cnn14"):
             mp.setitem(ck.CHECKPOINTS, name, dataclasses.replace(ck.CHECKPOINTS[name], min_bytes=0))
+        mp.setattr(metrics, "build_vggish", lambda: metrics.tiny_vggish().model)   # the tiny files' architectures
+        mp.setattr(metrics, "build_cnn14", lambda: metrics.tiny_cnn14().model)
         mp.setattr(mask, "SAM2_CONFIG", mask.TINY_CONFIG)           # the tiny file's architecture
         mp.setattr(mask, "SAM2_OVERRIDES", mask.TINY_OVERRIDES)
         mp.setattr(pipeline, "DEFAULT_CONFIG_PATH", config_path)   # the tiny file's SSV2A config
