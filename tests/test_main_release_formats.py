@@ -228,3 +228,27 @@ def test_a_damaged_checkpoint_stops_main_before_any_work_or_folder(release, tmp_
     assert code == 2 and "SAM2 checkpoint" in captured.err and "not a readable PyTorch checkpoint" in captured.err
     assert "STEP 1" not in captured.out          # no SAM2 mask, no audio before the failure
     assert not out.exists()
+
+
+def test_a_real_manifest_scores_its_sets_with_the_release_files(release, tmp_path):
+    """The non-smoke manifest path: FAD / FD / KL come from the registry's VGGish and PANNs files."""
+    images = ROOT / "images"
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("original,edited,remove,remove_x,remove_y,add,add_x,add_y,kept\n"
+                        f"{images / 'original.jpg'},{images / 'edited.jpg'},cat,448,330,astronaut,410,130,rocket\n")
+    out = tmp_path / "out"
+    assert main.main([f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}",
+                      f"--CHECKPOINT_PATH={release['ckpts'] / 'ssv2a.pth'}", "--DEVICE=cpu", "--CYCLE_ITS=1",
+                      "--CYCLE_SAMPLES=2", "--VAR_SAMPLES=2", "--DURATION=2.0", "--DDIM_STEPS=2", "--EVAL_SEEDS=2",
+                      "--manifest", str(manifest)]) == 0
+    (run_dir,) = out.iterdir()
+    sets = json.loads((run_dir / "summary.json").read_text())["set_metrics"]
+    assert sets["embedding"] == metrics.VGGISH_NAME and sets["weights"] == str(release["ckpts"] / "vggish-10086976.pth")
+    assert sets["panns"]["model"] == metrics.PANNS_NAME
+    assert sets["panns"]["weights"] == str(release["ckpts"] / "Cnn14_mAP=0.431.pth")
+    # the figures are those of the files' weights (the tiny twins they were written from)
+    fads = metrics.manifest_fads(run_dir, metrics.tiny_vggish(seed=17))["fad"]
+    assert {k: v["fad"] for k, v in fads.items()} == {k: v["fad"] for k, v in sets["fad"].items()}
+    panns = metrics.manifest_panns(run_dir, metrics.tiny_cnn14(seed=18))
+    assert panns["kl"] == sets["panns"]["kl"] and panns["kl"]["KL(baseline_edited || manipulated)"]["n"] == 2
+    assert metrics.manifest_fads(run_dir, metrics.tiny_vggish(seed=99))["fad"] != sets["fad"]   # weights matter
