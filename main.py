@@ -1364,6 +1364,7 @@ def run_manifest_job(cfg, mode, target):
                 if not Path(cfg["_REFERENCE"]).is_dir():
                     raise UserError(f"--reference {cfg['_REFERENCE']}: not a folder (give a folder of real audio)")
                 manifest.reference.append(str(Path(cfg["_REFERENCE"]).resolve()))
+        asked_device = cfg["DEVICE"]   # what run.json keeps, so that --resume lets each process pick its GPU again
         if state.num_processes > 1 and cfg["DEVICE"] in ("", "cuda") and state.device.type == "cuda":
             cfg["DEVICE"] = str(state.device)   # one GPU per process: cuda:<local rank>
         sources = [(p_cfg, source_names(p_cfg, prompts)) for _, p_cfg, _, prompts, _ in manifest.pairs]
@@ -1381,12 +1382,12 @@ def run_manifest_job(cfg, mode, target):
                 f.write(manifest.path.read_bytes())
         from accelerate.utils import broadcast_object_list
         run_dir = Path(broadcast_object_list([str(run_dir)])[0])   # the main process's folder, for every process
-    record = None
     if main_process:
         print(f"Run folder: {run_dir}\nDevice: {models.device}; processes: {state.num_processes}")
         data = {**run_record(cfg, models, "manifest", notes=manifest.notes + notes + class_notes),
                 "manifest": manifest.source, "reference": manifest.reference,
                 "manifest_dir": str(manifest.base_dir), "processes": state.num_processes}
+        data["config"]["DEVICE"] = asked_device
         if previous:
             data = {**{k: v for k, v in previous.items() if k not in ("outputs", "ended", "error", "traceback")},
                     "resumed": previous.get("resumed", []) + [{
@@ -1407,15 +1408,11 @@ def run_manifest_job(cfg, mode, target):
 def run_pair(pair, models, run_dir, process):
     """One manifest row in its own sub-folder with its own run.json. A failure of any kind (a CUDA
     out-of-memory included) is recorded there and returns False, so the other pairs go on; Ctrl-C stops."""
-    import shutil
     import torch
     i, p_cfg, images, prompts, notes = pair
     pair_dir = run_file(run_dir, pair_folder(i, prompts))
     if pair_dir.exists():   # a failed or interrupted attempt (--resume): kept aside, never overwritten
-        earlier = run_dir / "earlier_attempts"
-        earlier.mkdir(exist_ok=True)
-        n = 1 + sum(1 for p in earlier.iterdir() if p.name.startswith(pair_dir.name + "_try"))
-        shutil.move(str(pair_dir), str(earlier / f"{pair_dir.name}_try{n}"))
+        keep_aside(run_dir, pair_dir)
     pair_dir.mkdir()
     print(f"\n##### pair {i}: {images[0]} -> {images[1]} (process {process['index']}) #####")
     try:
@@ -1431,6 +1428,15 @@ def run_pair(pair, models, run_dir, process):
         if models.device.type == "cuda":
             torch.cuda.empty_cache()   # an out-of-memory pair must not starve the next one
         return False
+
+
+def keep_aside(run_dir, path):
+    """Move an earlier attempt's file or folder to earlier_attempts/<stem>_tryN<suffix>: never overwritten."""
+    earlier = run_dir / "earlier_attempts"
+    earlier.mkdir(exist_ok=True)
+    stem, suffix = (path.name, "") if path.is_dir() else (path.stem, path.suffix)
+    n = 1 + sum(1 for p in earlier.iterdir() if p.name.startswith(f"{stem}_try"))
+    os.replace(path, earlier / f"{stem}_try{n}{suffix}")
 
 
 def peak_memory(device):
@@ -1546,10 +1552,7 @@ def summarise_manifest(run_dir, manifest, record=None, set_metrics=None):
               for r in table if r["status"] not in ("finished", "skipped") and not r["status"].startswith("duplicate")]
     for name in ("pairs.csv", "summary.json"):   # an earlier attempt's table (--resume): kept aside
         if (run_dir / name).exists():
-            earlier = run_dir / "earlier_attempts"
-            earlier.mkdir(exist_ok=True)
-            n = 1 + sum(1 for p in earlier.iterdir() if p.name.startswith(Path(name).stem + "_try"))
-            os.replace(run_dir / name, earlier / f"{Path(name).stem}_try{n}{Path(name).suffix}")
+            keep_aside(run_dir, run_dir / name)
     write_csv(run_file(run_dir, "pairs.csv"), table)
     summary = {"manifest": manifest.source or str(manifest.path), "pairs": len(manifest.rows), "completed": len(finished),
                "failed": failed, "skipped": manifest.skipped, "duplicates": manifest.duplicates, "metrics": {},

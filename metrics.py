@@ -338,14 +338,22 @@ def fad(emb_a, emb_b):
     return {"fad": value, "n_a": len(emb_a), "n_b": len(emb_b), "caveats": caveats}
 
 
+def reference_list(reference):
+    """--reference DIR or the reference_audio column's files and folders, as a list of paths."""
+    return [reference] if isinstance(reference, (str, Path)) else list(reference or [])
+
+
+def reference_files(refs):
+    return [f for r in refs for f in (wav_files(r) if Path(r).is_dir() else [Path(r)])]
+
+
 def manifest_fads(run_dir, embedder, reference=None):
     """FAD between the three sets of a manifest run (and of each against a reference folder)."""
     sets = {k: v for k, v in manifest_sets(run_dir).items() if v}
     emb = {k: set_embeddings(v, embedder) for k, v in sets.items()}
-    refs = [reference] if isinstance(reference, (str, Path)) else list(reference or [])
+    refs = reference_list(reference)
     if refs:
-        files = [f for r in refs for f in (wav_files(r) if Path(r).is_dir() else [Path(r)])]
-        emb["reference"] = set_embeddings(files, embedder)
+        emb["reference"] = set_embeddings(reference_files(refs), embedder)
     names = list(emb)
     figures = {f"{a} vs {b}": fad(emb[a], emb[b]) for i, a in enumerate(names) for b in names[i + 1:]}
     return {"embedding": embedder.name, "weights": embedder.weights, "reference": [str(r) for r in refs],
@@ -356,9 +364,8 @@ def manifest_panns(run_dir, scorer, reference=None):
     """FD between the sets of a manifest run (and the reference) and KL of the manipulated audio against each
     baseline of the same pair and seed."""
     sets = {k: v for k, v in manifest_sets(run_dir).items() if v}
-    refs = [reference] if isinstance(reference, (str, Path)) else list(reference or [])
-    if refs:
-        sets["reference"] = [f for r in refs for f in (wav_files(r) if Path(r).is_dir() else [Path(r)])]
+    if reference_list(reference):
+        sets["reference"] = reference_files(reference_list(reference))
     pairs = [(b, "manipulated") for b in ("baseline_edited", "baseline_original") if b in sets and "manipulated" in sets]
     return {**panns_figures(sets, scorer, pairs), "files": {k: len(v) for k, v in sets.items()}}
 
