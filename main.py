@@ -185,6 +185,9 @@ def parse_args(argv, config):
         elif arg == "--resume":
             if i + 1 >= len(args):
                 raise UserError("--resume needs a manifest's run folder: python main.py --resume outputs/<run>")
+            if mode != "run" or any(a in ("--sweep", "--manifest") for a in args):
+                raise UserError("--resume continues a manifest run with its own manifest and settings: give it "
+                                "alone (python main.py --resume outputs/<run>, optionally --DEVICE=...)")
             mode, manifest = "resume", args[i + 1]
             i += 1
         elif arg.startswith("--") and "=" in arg:

@@ -230,6 +230,8 @@ def test_resume_refuses_what_it_cannot_resume(tmp_path, capsys):
     (single / "manifest.csv").write_text("x")
     assert main.main(["--resume", str(single), "--SVD_K=3"]) == 2
     assert "only --DEVICE may change. Got SVD_K" in capsys.readouterr().err
+    assert main.main(["--manifest", "x.csv", "--resume", str(single)]) == 2
+    assert "give it alone" in capsys.readouterr().err
 
 
 def test_manifest_saved_by_excel_with_a_byte_order_mark_reads(tmp_path):
