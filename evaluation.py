@@ -1111,3 +1111,8 @@ def scores_record(scores, sources, rows=(0, 1, 2)):
                      "per_seed": clap,
                      "all_labels_per_seed": {n: scores["clap_probs"][:, r].tolist() for n, r in zip(AUDIO_NAMES, rows)}},
             "notes": scores["notes"]}
+
+
+if __name__ == "__main__":   # python evaluation.py fad DIR_A DIR_B: set-level figures (metrics.py)
+    import metrics
+    sys.exit(metrics.main(sys.argv[1:]))

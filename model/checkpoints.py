@@ -116,6 +116,21 @@ CHECKPOINTS = {c.name: c for c in [
         hf_repo="MIT/ast-finetuned-audioset-10-10-0.4593",
         hf_files=("config.json", "preprocessor_config.json", "model.safetensors"),
     ),
+    Checkpoint(
+        name="vggish", what="VGGish (AudioSet, Hershey et al. 2017) as ported by torchvggish 0.2: the embedding "
+                            "of the set-level FAD (metrics.py); 72,141,184 float32 parameters, 289 MB",
+        filename="vggish-10086976.pth",
+        # torch.hub's naming: '10086976' is the start of the file's SHA-256 (the publisher gives no full hash)
+        url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+        min_bytes=72_141_184 * 4,
+    ),
+    Checkpoint(
+        name="panns_cnn14", what="PANNs CNN14 (Kong et al. 2020, AudioSet mAP 0.431), panns_inference's release: "
+                                 "the FD / KL of metrics.py; 81,837,071 parameters, ~327 MB",
+        filename="Cnn14_mAP=0.431.pth",
+        url="https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth?download=1",
+        min_bytes=300_000_000,   # panns_inference itself re-downloads a file under 3e8 bytes as incomplete
+    ),
 ]}
 
 
@@ -431,6 +446,8 @@ VERIFIERS = {
     "clap": "evaluation:verify_clap_file",
     "roberta": "evaluation:verify_roberta_folder",
     "ast": "evaluation:verify_ast_folder",
+    "vggish": "metrics:verify_vggish_file",
+    "panns_cnn14": "metrics:verify_cnn14_file",
 }
 
 

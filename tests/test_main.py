@@ -428,7 +428,11 @@ def test_smoke_manifest_checks_every_row_first_and_summarises_what_each_pair_has
     assert "image not found" in out and "SKIPPED pair 3" in out and "outside" in out
     (run_dir,) = out_dir.iterdir()
     table = list(csv.DictReader(open(run_dir / "pairs.csv")))
-    assert [r["pair"] for r in table] == ["1", "4"]
+    # every row is in the table with its status; the metrics are over the finished ones
+    assert [(r["pair"], r["status"]) for r in table] == [("1", "finished"), ("2", "skipped"), ("3", "skipped"),
+                                                        ("4", "finished")]
+    assert "image not found" in table[1]["error"]
+    table = [r for r in table if r["status"] == "finished"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["completed"] == 2 and [s["pair"] for s in summary["skipped"]] == [2, 3]
     metrics = summary["metrics"]

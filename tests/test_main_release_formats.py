@@ -17,6 +17,7 @@ import torch
 import evaluation
 import main
 import mask
+import metrics
 import release_formats as rf
 import util
 from model import aldm, detect, pipeline
@@ -61,6 +62,10 @@ def release(tmp_path_factory):
     rf.audioldm_snapshot(hub, models["aldm"], bin_payload=rf.RunsCode(marker))
     rf.roberta_snapshot(hub, tokenizer, roberta)
     rf.ast_snapshot(hub, models["ast"], bin_payload=rf.RunsCode(marker))
+    # the set-level metrics' networks: torchvggish's plain state dict, PANNs' {'model': ..., 'iteration': ...}
+    vggish, cnn14 = metrics.tiny_vggish(seed=17).model, metrics.tiny_cnn14(seed=18).model
+    torch.save(vggish.state_dict(), ckpts / "vggish-10086976.pth")
+    torch.save({"model": cnn14.state_dict(), "iteration": 600000}, ckpts / "Cnn14_mAP=0.431.pth")
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ck, "CHECKPOINT_DIR", ckpts)
@@ -68,8 +73,10 @@ def release(tmp_path_factory):
         mp.setitem(ck.CHECKPOINTS, "clip", dataclasses.replace(ck.CHECKPOINTS["clip"], sha256=sha, min_bytes=0))
         clap_sha = hashlib.sha256((ckpts / "630k-audioset-best.pt").read_bytes()).hexdigest()
         mp.setitem(ck.CHECKPOINTS, "clap", dataclasses.replace(ck.CHECKPOINTS["clap"], sha256=clap_sha, min_bytes=0))
-        for name in ("sam2", "yolo", "ssv2a"):
+        for name in ("sam2", "yolo", "ssv2a", "vggish", "panns_cnn14"):
             mp.setitem(ck.CHECKPOINTS, name, dataclasses.replace(ck.CHECKPOINTS[name], min_bytes=0))
+        mp.setattr(metrics, "build_vggish", lambda: metrics.tiny_vggish().model)   # the tiny files' architectures
+        mp.setattr(metrics, "build_cnn14", lambda: metrics.tiny_cnn14().model)
         mp.setattr(mask, "SAM2_CONFIG", mask.TINY_CONFIG)           # the tiny file's architecture
         mp.setattr(mask, "SAM2_OVERRIDES", mask.TINY_OVERRIDES)
         mp.setattr(pipeline, "DEFAULT_CONFIG_PATH", config_path)   # the tiny file's SSV2A config
@@ -246,3 +253,27 @@ def test_damaged_hugging_face_files_get_one_clean_message(release, tmp_path, mon
     captured = capsys.readouterr()
     assert code == 2 and says in captured.err and "Traceback" not in captured.err, captured.err[-3000:]
     assert not out.exists()
+
+
+def test_a_real_manifest_scores_its_sets_with_the_release_files(release, tmp_path):
+    """The non-smoke manifest path: FAD / FD / KL come from the registry's VGGish and PANNs files."""
+    images = ROOT / "images"
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("original,edited,remove,remove_x,remove_y,add,add_x,add_y,kept\n"
+                        f"{images / 'original.jpg'},{images / 'edited.jpg'},cat,448,330,astronaut,410,130,rocket\n")
+    out = tmp_path / "out"
+    assert main.main([f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}",
+                      f"--CHECKPOINT_PATH={release['ckpts'] / 'ssv2a.pth'}", "--DEVICE=cpu", "--CYCLE_ITS=1",
+                      "--CYCLE_SAMPLES=2", "--VAR_SAMPLES=2", "--DURATION=2.0", "--DDIM_STEPS=2", "--EVAL_SEEDS=2",
+                      "--manifest", str(manifest)]) == 0
+    (run_dir,) = out.iterdir()
+    sets = json.loads((run_dir / "summary.json").read_text())["set_metrics"]
+    assert sets["embedding"] == metrics.VGGISH_NAME and sets["weights"] == str(release["ckpts"] / "vggish-10086976.pth")
+    assert sets["panns"]["model"] == metrics.PANNS_NAME
+    assert sets["panns"]["weights"] == str(release["ckpts"] / "Cnn14_mAP=0.431.pth")
+    # the figures are those of the files' weights (the tiny twins they were written from)
+    fads = metrics.manifest_fads(run_dir, metrics.tiny_vggish(seed=17))["fad"]
+    assert {k: v["fad"] for k, v in fads.items()} == {k: v["fad"] for k, v in sets["fad"].items()}
+    panns = metrics.manifest_panns(run_dir, metrics.tiny_cnn14(seed=18))
+    assert panns["kl"] == sets["panns"]["kl"] and panns["kl"]["KL(baseline_edited || manipulated)"]["n"] == 2
+    assert metrics.manifest_fads(run_dir, metrics.tiny_vggish(seed=99))["fad"] != sets["fad"]   # weights matter

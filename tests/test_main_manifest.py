@@ -1,0 +1,280 @@
+"""main.py --manifest: rows shared out over processes with accelerate, --resume, failures, duplicates, encodings.
+
+The smoke models on a 6-row manifest (4 pairs that run, 1 duplicate row, 1 pair that fails in step 1):
+one process in this process, two processes under `accelerate launch`, one pair alone, and a run stopped
+with Ctrl-C after two pairs and resumed. On the CPU torch's result depends on its thread count (the order
+of float sums), so every run here uses one thread: what is compared is the sharding, not the BLAS.
+"""
+import csv
+import filecmp
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import main
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "images"
+# the smoke run made smaller still: these tests run ~15 pairs
+FAST = ["--smoke", "--EVAL_SEEDS=1", "--DDIM_STEPS=2", "--CYCLE_ITS=1", "--CYCLE_SAMPLES=2", "--VAR_SAMPLES=2",
+        "--DURATION=1.0", "--TEXT_MIN_SCORE=1.0"]   # 1.0: the name-only row 6 finds nothing and fails at run time
+RUNNING_PAIRS = ["pair001_cat-to-astronaut", "pair002_cat-to-astronaut", "pair003_astronaut-to-cat",
+                 "pair004_cat-to-astronaut"]
+FAILING_PAIR = "pair006_cat-to-astronaut"
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def write_reference(folder):
+    """Two clips of 'real audio' (tones) for the set-level FAD against a reference."""
+    import numpy as np
+    import soundfile as sf
+    folder.mkdir()
+    t = np.arange(32000) / 16000
+    for f in (220, 330):
+        sf.write(folder / f"tone{f}.wav", (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), 16000)
+    return folder
+
+
+def write_manifest(path):
+    o, e = IMAGES / "original.jpg", IMAGES / "edited.jpg"
+    path.write_text(
+        "original,edited,remove,remove_x,remove_y,add,add_x,add_y,kept\n"
+        f"{o},{e},cat,448,330,astronaut,410;370,130;460,rocket\n"
+        f"{o},{e},cat,440,320,astronaut,400,140,rocket\n"
+        f"{e},{o},astronaut,410,130,cat,448,330,rocket\n"
+        f"{o},{e},cat,448,330,astronaut,410,130,\n"
+        f"{IMAGES / '..' / 'images' / 'original.jpg'},{e},cat,448,330,astronaut,410;370,130;460,rocket\n"
+        f"{o},{e},cat,,,astronaut,,,rocket\n")
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted one-process run (python main.py --manifest), made once for the tests below."""
+    tmp = tmp_path_factory.mktemp("reference")
+    manifest = write_manifest(tmp / "pairs.csv")
+    ref = write_reference(tmp / "real")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main.main(FAST + [f"--OUTPUT_DIR={tmp / 'out'}", "--manifest", str(manifest), "--reference",
+                                 str(ref)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    (run_dir,) = (tmp / "out").iterdir()
+    return manifest, run_dir, ref
+
+
+def table(run_dir):
+    with open(run_dir / "pairs.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_results(run_dir, expected):
+    """Every wav of every pair, pairs.csv and summary.json byte-equal to the reference run's."""
+    for folder in RUNNING_PAIRS:
+        wavs = sorted(p.name for p in (expected / folder).glob("*.wav"))
+        assert wavs == sorted(p.name for p in (run_dir / folder).glob("*.wav")) and len(wavs) == 3
+        match, mismatch, errors = filecmp.cmpfiles(expected / folder, run_dir / folder, wavs + ["results.json"],
+                                                   shallow=False)
+        assert mismatch == [] and errors == [], (folder, mismatch, errors)
+    for name in ("pairs.csv", "summary.json"):
+        assert filecmp.cmp(expected / name, run_dir / name, shallow=False), name
+
+
+def test_one_process_manifest_marks_the_failed_pair_runs_duplicates_once_and_summarises(reference, capsys):
+    _, run_dir, ref = reference
+    rows = table(run_dir)
+    assert [(r["pair"], r["status"]) for r in rows] == [
+        ("1", "finished"), ("2", "finished"), ("3", "finished"), ("4", "finished"),
+        ("5", "duplicate of pair 1"), ("6", "failed")]
+    assert "TEXT_MIN_SCORE=1" in rows[5]["error"] and rows[4]["folder"] == RUNNING_PAIRS[0]
+    failed = json.loads((run_dir / FAILING_PAIR / "run.json").read_text())
+    assert failed["status"] == "failed" and "NoMatchError" in failed["traceback"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["completed"] == 4 and summary["duplicates"] == [{"pair": 5, "same_as": 1}]
+    assert [f["pair"] for f in summary["failed"]] == [6]
+    assert summary["metrics"]["target"]["n"] == 4   # the duplicate counts once, the failed pair not at all
+    sets = summary["set_metrics"]
+    assert sets["embedding"].startswith("tiny random-weight VGGish") and sets["reference"] == [str(ref.resolve())]
+    assert sets["files"] == {"baseline_original": 4, "baseline_edited": 4, "manipulated": 4}
+    assert set(sets["fad"]) == {"baseline_original vs baseline_edited", "baseline_original vs manipulated",
+                                "baseline_edited vs manipulated", "baseline_original vs reference",
+                                "baseline_edited vs reference", "manipulated vs reference"}
+    assert sets["fad"]["manipulated vs reference"]["n_b"] == 4   # two 2 s clips, two 0.96 s embeddings each
+    assert sets["fad"]["manipulated vs reference"]["caveats"]   # 4 embeddings of 128 dimensions: said
+    panns = sets["panns"]
+    assert panns["model"].startswith("tiny random-weight CNN14") and len(panns["fd"]) == 6
+    assert panns["fd"]["manipulated vs reference"]["n_b"] == 2   # one embedding per clip
+    assert {k: v["n"] for k, v in panns["kl"].items()} == {"KL(baseline_edited || manipulated)": 4,
+                                                          "KL(baseline_original || manipulated)": 4}
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["pairs_done"] == 4 and record["pairs_failed"] == 1
+    assert any("row 5 repeats row 1" in w for w in record["warnings"])
+    assert (run_dir / "manifest.csv").read_bytes() == reference[0].read_bytes()
+    assert record["processes_peak_memory"]["0"]["pairs"] == 5 and record["processes_peak_memory"]["0"]["peak_rss_mib"] > 100
+
+
+def test_two_processes_under_accelerate_give_the_same_bytes(reference, tmp_path):
+    manifest, expected, ref = reference
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           str(ROOT / "main.py"), *FAST, f"--OUTPUT_DIR={tmp_path}", "--manifest", str(manifest),
+           "--reference", str(ref)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ONE_THREAD, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()   # one run folder: the main process's, shared with the other
+    assert_same_results(run_dir, expected)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["processes"] == 2 and record["status"] == "finished"
+    assert {k: v["pairs"] for k, v in record["processes_peak_memory"].items()} == {"0": 3, "1": 2}
+    pair_processes = {json.loads((run_dir / f / "run.json").read_text())["process"]["index"]
+                      for f in RUNNING_PAIRS}
+    assert pair_processes == {0, 1}
+    assert "pair 1:" in (run_dir / "process0.log").read_text() and "pair 4:" in (run_dir / "process1.log").read_text()
+    assert "process 1: 100%" in proc.stderr and "failed=1" in proc.stderr   # a bar per process
+
+
+def test_a_pair_alone_gives_the_same_bytes_as_in_the_manifest(reference, tmp_path, one_thread):
+    _, expected, _ = reference
+    assert main.main(FAST + [f"--OUTPUT_DIR={tmp_path}", f"--ORIGINAL={IMAGES / 'edited.jpg'}",
+                             f"--EDITED={IMAGES / 'original.jpg'}", "--KEPT_SOURCES=['rocket']",
+                             "--SAM2_PROMPTS={'astronaut': {'x': [410], 'y': [130]}, "
+                             "'cat': {'x': [448], 'y': [330]}}"]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    for name in ("baseline_original.wav", "baseline_edited.wav", "manipulated.wav"):
+        assert filecmp.cmp(run_dir / name, expected / "pair003_astronaut-to-cat" / name, shallow=False), name
+
+
+def oom_in_pair_4(real_step7):
+    """step 7 of the row with no kept source (row 4) runs out of GPU memory, as on a crowded GPU."""
+    def step7(images, tok, emb_finals, models, cfg, *args, **kwargs):
+        if cfg["KEPT_SOURCES"] == []:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step7(images, tok, emb_finals, models, cfg, *args, **kwargs)
+    return step7
+
+
+def test_interrupted_after_two_pairs_then_resumed_ends_equal(reference, tmp_path, monkeypatch, one_thread, capsys):
+    manifest, expected, ref = reference
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *FAST, f"--OUTPUT_DIR={tmp_path}",
+                             "--manifest", str(manifest), "--reference", str(ref)], cwd=ROOT, env=ONE_THREAD,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        runs = list(tmp_path.glob(f"*/{RUNNING_PAIRS[1]}/run.json"))
+        if runs and main.read_run_json(runs[0].parent).get("status") == "finished":
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)   # Ctrl-C while pair 3 runs
+    assert proc.wait(timeout=120) == 130, proc.stderr.read()[-2000:]
+    (run_dir,) = tmp_path.iterdir()
+    assert main.read_run_json(run_dir)["status"] == "interrupted" and not (run_dir / "pairs.csv").exists()
+    kept = {f: (run_dir / f / "manipulated.wav").stat().st_mtime_ns for f in RUNNING_PAIRS[:2]}
+    assert main.read_run_json(run_dir / RUNNING_PAIRS[2]).get("status") in ("interrupted", None)
+
+    # resumed once, and pair 4 runs out of memory this time: it is marked failed, the others go on
+    monkeypatch.setattr(main, "step7_audio", oom_in_pair_4(main.step7_audio))
+    assert main.main(["--resume", str(run_dir)]) == 0
+    monkeypatch.undo()
+    out = capsys.readouterr().out
+    assert "2 finished earlier, 3 to run" in out and "FAILED pair 4: OutOfMemoryError" in out
+    rows = {r["pair"]: r for r in table(run_dir)}
+    assert rows["3"]["status"] == "finished" and rows["4"]["status"] == "failed"
+    assert "CUDA out of memory" in rows["4"]["error"]
+    assert json.loads((run_dir / "summary.json").read_text())["completed"] == 3
+
+    # resumed again: only the failed pairs are redone, and the run ends as the uninterrupted one
+    assert main.main(["--resume", str(run_dir)]) == 0
+    assert "3 finished earlier, 2 to run" in capsys.readouterr().out
+    assert_same_results(run_dir, expected)
+    assert {f: (run_dir / f / "manipulated.wav").stat().st_mtime_ns for f in RUNNING_PAIRS[:2]} == kept
+    earlier = sorted(p.name for p in (run_dir / "earlier_attempts").iterdir())
+    assert "pair004_cat-to-astronaut_try1" in earlier and "pairs_try1.csv" in earlier   # nothing thrown away
+    record = main.read_run_json(run_dir)
+    assert record["status"] == "finished" and [r["previous_status"] for r in record["resumed"]] == [
+        "interrupted", "finished"]
+
+
+def test_resume_refuses_what_it_cannot_resume(tmp_path, capsys):
+    assert main.main(["--resume", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "run.json").write_text(json.dumps({"mode": "run", "status": "finished"}))
+    assert main.main(["--resume", str(single)]) == 2
+    assert "only a manifest run can be resumed" in capsys.readouterr().err
+    (single / "run.json").write_text(json.dumps({"mode": "manifest", "status": "failed", "config": {}}))
+    (single / "manifest.csv").write_text("x")
+    assert main.main(["--resume", str(single), "--SVD_K=3"]) == 2
+    assert "only --DEVICE may change. Got SVD_K" in capsys.readouterr().err
+    assert main.main(["--manifest", "x.csv", "--resume", str(single)]) == 2
+    assert "give it alone" in capsys.readouterr().err
+
+
+def test_manifest_saved_by_excel_with_a_byte_order_mark_reads(tmp_path):
+    text = write_manifest(tmp_path / "plain.csv").read_text()
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    rows = main.read_manifest(bom)
+    assert list(rows[0])[0] == "original" and rows == main.read_manifest(tmp_path / "plain.csv")
+
+
+def test_manifest_in_latin1_names_the_encoding(tmp_path, capsys):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("original,edited,remove,remove_x,remove_y,add,add_x,add_y\n"
+                       "café.jpg,edited.jpg,cat,1,1,dog,2,2\n".encode("latin-1"))
+    assert main.main(["--smoke", f"--OUTPUT_DIR={tmp_path / 'out'}", "--manifest", str(latin1)]) == 2
+    err = capsys.readouterr().err
+    assert "is not UTF-8 text: byte 0xe9 on line 2" in err and "CSV UTF-8" in err and "iconv" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_duplicate_rows_are_found_whatever_the_path_spelling(tmp_path, capsys):
+    manifest = write_manifest(tmp_path / "pairs.csv")
+    m = main.prepare_manifest(main.default_config(), manifest)
+    assert [p[0] for p in m.pairs] == [1, 2, 3, 4, 6] and m.duplicates == [{"pair": 5, "same_as": 1}]
+    assert "WARNING: manifest row 5 repeats row 1" in capsys.readouterr().out
+    # the same images with other points, or other kept sources, are other pairs
+    assert len({main.pair_key(images, prompts, cfg) for _, cfg, images, prompts, _ in m.pairs}) == 5
+
+
+def test_reference_audio_column_and_flag_are_checked_before_any_model(tmp_path, capsys):
+    real = write_reference(tmp_path / "real")
+    text = write_manifest(tmp_path / "plain.csv").read_text().splitlines()
+    with_ref = tmp_path / "with_ref.csv"
+    with_ref.write_text("\n".join([text[0] + ",reference_audio", text[1] + f",{real / 'tone220.wav'}",
+                                   text[2] + ",real", text[3] + ","]) + "\n")
+    m = main.prepare_manifest(main.default_config(), with_ref)
+    assert m.reference == [str(real / "tone220.wav"), str(tmp_path / "real")]
+    broken = tmp_path / "broken.csv"
+    broken.write_text("\n".join([text[0] + ",reference_audio", text[1] + ",nothere.wav"]) + "\n")
+    with pytest.raises(main.UserError, match="row 1: reference_audio nothere.wav not found"):
+        main.prepare_manifest(main.default_config(), broken)
+    assert main.main(["--smoke", "--reference", str(real)]) == 2
+    assert "--reference is read by a manifest run only" in capsys.readouterr().err
+    assert main.main(["--smoke", f"--OUTPUT_DIR={tmp_path / 'out'}", "--manifest", str(with_ref),
+                      "--reference", str(tmp_path / "nope")]) == 2
+    assert "--reference" in capsys.readouterr().err and not (tmp_path / "out").exists()
