@@ -2216,6 +2216,14 @@ def run(cfg, mode, manifest):
                 run_sweep(cfg, models, run_dir, images, prompts, record)
             else:
                 main_pipeline(cfg, models, run_dir, images, prompts, record)
+    except UserError:
+        # refused before it made anything (no proposal matches a name, SAM2 found nothing): the message says why,
+        # and a folder holding only run.json would be a failed run left lying around, with nothing in it to keep
+        if [p.name for p in run_dir.iterdir()] == ["run.json"]:
+            (run_dir / "run.json").unlink()
+            run_dir.rmdir()
+            cfg["_RUN_DIR"] = None
+        raise
     finally:
         torch.set_grad_enabled(True)
     print(f"\nDone in {time.perf_counter() - start:.1f} s. Everything is in {run_dir}/")

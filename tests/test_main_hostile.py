@@ -253,3 +253,12 @@ def test_csv_cells_are_never_spreadsheet_formulas(tmp_path):
     (row,) = csv.DictReader(open(tmp_path / "t.csv"))
     assert row == {"removed": "'=HYPERLINK(\"http://x\")", "added": "'+cmd", "other": "'-2+3", "at": "'@SUM(A1)",
                    "n": "-0.5", "plain": "cat"}
+
+
+def test_a_name_no_proposal_matches_leaves_no_failed_folder(tmp_path, capsys):
+    out = tmp_path / "outputs"
+    code = main.main(["--smoke", f"--OUTPUT_DIR={out}", *QUICK, "--TEXT_MIN_SCORE=1.0",
+                      "--SAM2_PROMPTS={'cat': {}, 'astronaut': {'x': [410], 'y': [130]}}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "looks like 'cat' to CLIP" in err and "Traceback" not in err, err
+    assert list(out.iterdir()) == []   # nothing was made, so no folder of a failed run is left behind
