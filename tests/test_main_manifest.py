@@ -116,7 +116,8 @@ def test_one_process_manifest_marks_the_failed_pair_runs_duplicates_once_and_sum
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["completed"] == 4 and summary["duplicates"] == [{"pair": 5, "same_as": 1}]
     assert [f["pair"] for f in summary["failed"]] == [6]
-    assert summary["metrics"]["target"]["n"] == 4   # the duplicate counts once, the failed pair not at all
+    assert summary["metrics"]["effect audioset contrast mean"]["n"] == 4
+    assert sum(summary["statuses"]["headline"].values()) == 4   # the duplicate counts once, the failed pair not at all
     sets = summary["set_metrics"]
     assert sets["embedding"].startswith("tiny random-weight VGGish") and sets["reference"] == [str(ref.resolve())]
     assert sets["files"] == {"baseline_original": 4, "baseline_edited": 4, "manipulated": 4}
