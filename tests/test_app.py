@@ -134,6 +134,24 @@ def run_folder(status_text):
     return Path(re.search(r"(/\S+_smoke)", status_text).group(1))
 
 
+def set_slider(page, elem_id, value, tries=10):
+    """Type a value into a slider's number box until the slider holds it: a freshly opened accordion may still
+    be rendering its controls and drop the first input; the click that follows sends what the slider holds."""
+    from playwright.sync_api import expect
+    box, slider = (page.locator(f"#{elem_id} input[type={kind}]") for kind in ("number", "range"))
+    for _ in range(tries):
+        box.fill(value)
+        box.press("Enter")
+        try:
+            expect(slider).to_have_value(value, timeout=2000)
+        except AssertionError:
+            continue
+        page.wait_for_timeout(300)
+        if slider.input_value() == value:
+            return
+    raise AssertionError(f"the slider {elem_id} did not take {value} in {tries} tries")
+
+
 def test_page_click_find_run_download_and_the_cli_makes_the_same_wavs(server, browser, shots, tmp_path):
     from playwright.sync_api import expect
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
@@ -159,9 +177,7 @@ def test_page_click_find_run_download_and_the_cli_makes_the_same_wavs(server, br
 
     # an out-of-range slider: main.py's own message, and no run folder
     page.get_by_text("Settings: main.py's constants").click()
-    threshold = page.locator("#mask_threshold input[type=number]")
-    threshold.fill("0")
-    threshold.press("Enter")
+    set_slider(page, "mask_threshold", "0")
     page.click("#run")
     cfg = main.default_config()
     main.parse_args(["--smoke", "--MASK_THRESHOLD=0.0"], cfg)
@@ -170,8 +186,7 @@ def test_page_click_find_run_download_and_the_cli_makes_the_same_wavs(server, br
     expect(page.locator("#status")).to_contain_text(str(refused.value), timeout=30000)
     assert not [p for p in server.out.iterdir() if p.name != "uploads"]
     page.screenshot(path=shots / "3_out_of_range.png")
-    threshold.fill("0.5")
-    threshold.press("Enter")
+    set_slider(page, "mask_threshold", "0.5")
 
     # the removed object: clear main.py's default point, click the cat; the mask overlay appears
     page.click("#clear0")
