@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import ast  # noqa: E402
 import contextlib  # noqa: E402
-import hashlib  # noqa: E402
+
 import io  # noqa: E402
 import json  # noqa: E402
 import queue  # noqa: E402
@@ -36,6 +36,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 import main  # noqa: E402
+from model.checkpoints import _sha256 as file_sha256  # noqa: E402   (the registry's file hash)
 
 # -----------------------------------------------------------------------------
 # the bench's own settings (main.py's constants are set on the page, or as --NAME=value on this command line)
@@ -91,9 +92,9 @@ class Bench:
         """
         notes = []
         main.check_image_and_points(path, main.ObjectPrompt("image"), notes)   # opens it safely; no points yet
-        digest = sha256(path)
+        digest = file_sha256(path)
         for kept in self.example:
-            if sha256(kept) == digest:
+            if file_sha256(kept) == digest:
                 return kept, notes
         folder = Path(self.cfg["OUTPUT_DIR"]) / UPLOAD_DIR
         folder.mkdir(parents=True, exist_ok=True)
@@ -106,7 +107,7 @@ class Bench:
         """The PointSegmenter holding this image's SAM2 encoding: encoded on first use, reused by every click."""
         import mask
         from sam2.sam2_image_predictor import SAM2ImagePredictor
-        key = sha256(path)
+        key = file_sha256(path)
         with self.sam2_lock:
             if key in self.segmenters:
                 self.segmenters.move_to_end(key)
@@ -228,15 +229,7 @@ def literal(value):
         except (ValueError, SyntaxError):
             return value if value.strip() == value and value else json.dumps(value)   # a bare word reads as itself
         return json.dumps(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{literal_item(k)}: {literal_item(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(literal_item(v) for v in value) + "]"
-    return repr(value)
-
-
-def literal_item(value):
-    return json.dumps(value) if isinstance(value, str) else literal(value)
+    return main.python_literal(value)
 
 
 def run_config(argv):
@@ -246,14 +239,6 @@ def run_config(argv):
         main.parse_args(argv, cfg)
     main.check_settings(cfg)
     return cfg
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def plain_number(value, default):

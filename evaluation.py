@@ -1052,7 +1052,7 @@ def preservation(audio, sample_rate, clap_embs=None, base=0):
 def format_preservation(result, names=None):
     """preservation()'s dict as a table: one line per row, mean ± std per metric."""
     metrics = list(PRESERVATION_METRICS)
-    lines = [f"  Preservation of A_0 (mean ± std over seeds)  " + "".join(f"{m:>28s}" for m in metrics)]
+    lines = ["  Preservation of A_0 (mean ± std over seeds)  " + "".join(f"{m:>28s}" for m in metrics)]
     for row, per in result.items():
         name = names[row] if names is not None and isinstance(row, int) else str(row)
         cells = "".join(f"{_mean_std(per[m]['per_seed']):>28s}" if m in per else f"{'-':>28s}" for m in metrics)

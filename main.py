@@ -153,6 +153,20 @@ def literal(text, json_words=True):
     return ast.literal_eval(_JSONWords().visit(tree) if json_words else tree)
 
 
+def python_literal(value):
+    """value written as Python source in main.py's style (double quotes, True/False/None, not JSON's true):
+    the printed line pastes into main.py as it is, and main.py's command line reads it too."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{python_literal(k)}: {python_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(python_literal(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)   # JSON's string escapes are Python's (non-ASCII kept as is)
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    raise TypeError(f"no Python literal for {type(value).__name__} {value!r}")
+
+
 def coerce(name, text, default):
     """The value of --NAME=text, as the type of the constant's default; UserError when it does not fit."""
     try:

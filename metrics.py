@@ -321,11 +321,9 @@ def manifest_sets(run_dir):
 
 
 def set_embeddings(files, embedder):
-    import soundfile as sf
     chunks = []
     for f in files:
-        wave, rate = sf.read(str(f), dtype="float64")
-        chunks.append(embedder.embed(wave, rate))
+        chunks.append(embedder.embed(*_read(f)))
     return np.concatenate(chunks) if chunks else np.zeros((0, VGGISH_DIM))
 
 

@@ -18,7 +18,6 @@ scores, and the printed line is '"NAME": {},'. With --interactive as well, click
 clicked points replace the name search.
 """
 import argparse
-import json
 import os
 import sys
 from datetime import datetime
@@ -28,6 +27,7 @@ import numpy as np
 
 from mask import (TINY_PROPOSAL_OPTIONS, NoMatchError, _segmenter, check_points_inside, get_mask, load_sam2_predictor,
                   name_prompt, save_mask_figure, save_proposals_figure, segment_by_text, tiny_sam2_predictor)
+from main import python_literal
 from util import image_size, open_image, safe_name
 
 DEFAULT_IMAGE = "images/original.jpg"   # main.py's default I_0
@@ -44,20 +44,6 @@ def _num(value):
     """448.0 -> 448, so the printed prompt looks like the ones in main.py."""
     value = float(value)
     return int(value) if value.is_integer() else round(value, 2)
-
-
-def python_literal(value):
-    """value written as Python source in main.py's style (double quotes, True/False/None, not JSON's true):
-    the printed line pastes into main.py as it is, and main.py's command line reads it too."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{python_literal(k)}: {python_literal(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(python_literal(v) for v in value) + "]"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)   # JSON's string escapes are Python's (non-ASCII kept as is)
-    if value is None or isinstance(value, (bool, int, float)):
-        return repr(value)
-    raise TypeError(f"no Python literal for {type(value).__name__} {value!r}")
 
 
 def entry_line(name, entry):

@@ -26,6 +26,17 @@ if str(ROOT) not in sys.path:
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: tiny models run faster so, and CPU float sums then do not depend on
+    how many threads a process got (byte-equality between process counts needs that)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class NetworkAccessError(ConnectionError):
     """An OSError, as on an offline machine, so code under test takes its offline path."""
 

@@ -4,7 +4,6 @@ Bad recordings are refused (or warned about) before any model loads; the resampl
 library (soxr); step 8 conditions on the right rows and seeds, and each miswiring below is caught.
 """
 import csv
-import importlib.util
 import json
 import math
 import struct
@@ -19,6 +18,7 @@ import torch
 import evaluation
 import main
 from model import aldm, edit
+from test_main_wiring import mutant
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 16000
@@ -195,17 +195,6 @@ def test_step8_is_wired_as_the_method(recording, models, tmp_path):
     assert problems == [], "\n".join(problems)
 
 
-def mutant(old, new):
-    source = (ROOT / "main.py").read_text()
-    assert source.count(old) == 1, f"the edit must match once: {old!r}"
-    spec = importlib.util.spec_from_loader("main_edit_mutant", loader=None)
-    module = importlib.util.module_from_spec(spec)
-    module.__file__ = str(ROOT / "main.py")
-    sys.modules["main_edit_mutant"] = module
-    exec(compile(source.replace(old, new), str(ROOT / "main.py"), "exec"), module.__dict__)
-    return module
-
-
 MUTANTS = {
     "c_src where c_tgt belongs": ("[claps[rows, manip_row], claps[rows, 1]]", "[claps[rows, 0], claps[rows, 1]]"),
     "baseline row in place of the manipulated one": ("[claps[rows, manip_row], claps[rows, 1]]",
@@ -219,11 +208,11 @@ MUTANTS = {
 
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_a_miswired_edit_is_caught(name, recording, models, tmp_path):
-    module = mutant(*MUTANTS[name])
+    module = mutant(MUTANTS[name])
     try:
         cfg, claps = run_step8(module, tmp_path / "run", recording, models)
     finally:
-        sys.modules.pop("main_edit_mutant", None)
+        sys.modules.pop("main_mutant", None)
     assert check_edit_wiring(tmp_path / "run", cfg, claps, models.aldm), f"the wiring check missed: {name}"
 
 

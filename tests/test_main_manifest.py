@@ -62,14 +62,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted one-process run (python main.py --manifest), made once for the tests below."""
