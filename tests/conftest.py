@@ -26,6 +26,13 @@ if str(ROOT) not in sys.path:
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now (for servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def one_thread():
     """torch on one thread for the test: tiny models run faster so, and CPU float sums then do not depend on

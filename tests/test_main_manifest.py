@@ -10,7 +10,6 @@ import filecmp
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 import main
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"
@@ -54,12 +54,6 @@ def write_manifest(path):
         f"{IMAGES / '..' / 'images' / 'original.jpg'},{e},cat,448,330,astronaut,410;370,130;460,rocket\n"
         f"{o},{e},cat,,,astronaut,,,rocket\n")
     return path
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
