@@ -6,9 +6,10 @@
     python app.py --share                  # also a public gradio.live link (the only time the app goes online)
     python app.py --SVD_K=8 --OUTPUT_DIR=runs  # starting values of main.py's constants, as main.py takes them
 
-The page is layout and event wiring only. Masks, tokens, steps 3-7, the evaluation, the settings checks, run
-folders and run.json are main.py's own functions: a run started here is an ordinary run folder under outputs/,
-and the page shows the `python main.py ...` command that repeats it (same wavs, byte for byte).
+The page is layout and event wiring only. Masks, tokens, steps 3-7 and the evaluation are main.py's own
+functions; the settings and their checks are settings.py's and inputs.py's; a run is made by runs.run_edit_pair,
+the same function `python main.py` makes its runs with, so a run started here is an ordinary run folder under
+outputs/, and the page shows the `python main.py ...` command that repeats it (same wavs, byte for byte).
 """
 import os
 
@@ -35,8 +36,15 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+import inputs  # noqa: E402
 import main  # noqa: E402
+import runs  # noqa: E402
+import settings  # noqa: E402
+from audio_io import AUDIO_NAMES, wav_name  # noqa: E402
+from errors import RunCancelled, UserError  # noqa: E402
 from model.checkpoints import _sha256 as file_sha256  # noqa: E402   (the registry's file hash)
+from loader import check_audio_classes, load_models  # noqa: E402
+from util import safe_name  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # the bench's own settings (main.py's constants are set on the page, or as --NAME=value on this command line)
@@ -45,14 +53,11 @@ PORT = 7860                          # --port
 PREVIEW_SIDE = 768                   # long side of the images shown for clicking (points stay in file pixels)
 ENCODED_IMAGES = 6                   # SAM2 image encodings kept (each uploaded image is encoded once)
 UPLOAD_DIR = "uploads"               # uploads are kept under OUTPUT_DIR/uploads/ (named by content), never lost
-# controls of main.py's constants: (name, minimum, maximum, step) of a slider; the slider's range is only what
-# the page offers: every value is checked by main.check_settings, with main.py's messages
-SLIDERS = [("SVD_K", 1, 30, 1), ("SVD_ALPHA", 0.0, 2.0, 0.05), ("SVD_BETA", 0.0, 5.0, 0.05),
-           ("MIX_DIRECT", 0.0, 1.0, 0.05), ("MIX_BETA", 0.0, 1.0, 0.05), ("MIX_ALPHA", 0.0, 1.0, 0.05),
-           ("MIX_GAMMA", 0.0, 1.0, 0.05), ("MASK_THRESHOLD", 0.0, 1.0, 0.05), ("EVAL_SEEDS", 1, 20, 1),
-           ("EVAL_TOLERANCE", 0.0, 0.5, 0.01), ("EVAL_MIN_EFFECT", 0.0, 0.3, 0.005), ("DDIM_STEPS", 1, 999, 1), ("DURATION", 0.0, 30.0, 0.5),
-           ("GUIDANCE", 1.0, 10.0, 0.1), ("CYCLE_ITS", 0, 128, 1)]
-TEXT_SETTINGS = ["AUDIO_CLASSES", "EVAL_LABELS"]   # Python literals, read by main.coerce like --NAME=value
+# main.py's constants with a slider, in this order; each slider's ends and step are its settings.RULES entry, and
+# every value is checked by settings.check_settings, with the command line's messages
+SLIDERS = ["SVD_K", "SVD_ALPHA", "SVD_BETA", "MIX_DIRECT", "MIX_BETA", "MIX_ALPHA", "MIX_GAMMA", "MASK_THRESHOLD",
+           "EVAL_SEEDS", "EVAL_TOLERANCE", "EVAL_MIN_EFFECT", "DDIM_STEPS", "DURATION", "GUIDANCE", "CYCLE_ITS"]
+TEXT_SETTINGS = ["AUDIO_CLASSES", "EVAL_LABELS"]   # Python literals, read by settings.coerce like --NAME=value
 # progress bar position of each step main_pipeline reports
 STEP_FRACTIONS = {"masks": 0.02, "tokens": 0.1, "SVD": 0.15, "audio": 0.2, "evaluation": 0.85}
 # -----------------------------------------------------------------------------
@@ -62,18 +67,18 @@ VERDICT_COLUMNS = ["question", "scorer", "check", "status", "mean", "std", "95% 
 
 
 class Bench:
-    """The engine side of the page: main.py's models loaded once, its checks, its run folders and pipeline."""
+    """The engine side of the page: the models loaded once, main.py's checks, run folders and pipeline."""
 
     def __init__(self, main_argv=()):
         self.main_argv = list(main_argv)   # main.py's own arguments the bench was started with (--smoke, --NAME=v)
-        self.cfg = main.default_config()
+        self.cfg = settings.default_config(main)
         with contextlib.redirect_stdout(io.StringIO()):
-            mode, _ = main.parse_args(self.main_argv, self.cfg)
+            mode, _ = settings.parse_args(self.main_argv, self.cfg)
         if mode != "run":
-            raise main.UserError(f"app.py takes main.py's --NAME=value settings and --smoke, not --{mode}")
-        images, prompts, _ = main.prepare_inputs(self.cfg)   # main.py's checks of its settings, images, prompts
+            raise UserError(f"app.py takes main.py's --NAME=value settings and --smoke, not --{mode}")
+        images, prompts, _ = inputs.prepare_inputs(self.cfg)   # the command line's checks of settings, images, prompts
         self.example = [str(p) for p in images]
-        self.models, notes = main.load_models(self.cfg, [(self.cfg, main.source_names(self.cfg, prompts))])
+        self.models, notes = load_models(self.cfg, [(self.cfg, inputs.source_names(self.cfg, prompts))])
         for note in notes:
             print(f"  AudioSet classes: {note}")
         self.segmenters = OrderedDict()    # file sha256 -> PointSegmenter holding that image's SAM2 encoding
@@ -91,14 +96,14 @@ class Bench:
         reproduce command and later runs find the same bytes after the browser's copy is gone.
         """
         notes = []
-        main.check_image_and_points(path, main.ObjectPrompt("image"), notes)   # opens it safely; no points yet
+        inputs.check_image_and_points(path, inputs.ObjectPrompt("image"), notes)   # opens it safely; no points yet
         digest = file_sha256(path)
         for kept in self.example:
             if file_sha256(kept) == digest:
                 return kept, notes
         folder = Path(self.cfg["OUTPUT_DIR"]) / UPLOAD_DIR
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{digest[:16]}_{main.safe_name(Path(path).stem)}{Path(path).suffix.lower()}"
+        target = folder / f"{digest[:16]}_{safe_name(Path(path).stem)}{Path(path).suffix.lower()}"
         if not target.exists():
             shutil.copyfile(path, target)
         return str(target), notes
@@ -149,31 +154,17 @@ class Bench:
     # ---- runs ----------------------------------------------------------------------------------------------
 
     def run(self, cfg, command, progress=None):
-        """One run into a new run folder, as `python main.py` makes it: (run_dir, results).
+        """One run into a new run folder, as `python main.py` makes it (runs.run_edit_pair): (run_dir, results).
 
-        Inputs are checked (main.prepare_inputs) before anything runs; the run folder and run.json come from
-        main.new_run_dir and main.recorded_run; the work is main.main_pipeline. progress(step, k, n) may raise
-        main.RunCancelled: run.json then says 'cancelled'.
+        Inputs are checked (inputs.prepare_inputs) before anything runs; progress(step, k, n) may raise
+        RunCancelled: run.json then says 'cancelled'.
         """
-        import torch
-        images, prompts, notes = main.prepare_inputs(cfg)
-        sources = main.source_names(cfg, prompts)
-        class_notes = main.check_audio_classes(cfg, self.models, sources)
-        name = cfg["RUN_NAME"] or f"{main.safe_name(prompts[0].name)}-to-{main.safe_name(prompts[1].name)}"
+        images, prompts, notes = inputs.prepare_inputs(cfg)
+        class_notes = check_audio_classes(cfg, self.models, inputs.source_names(cfg, prompts))
         with self.run_lock:
-            run_dir = main.new_run_dir(cfg["OUTPUT_DIR"], name + ("_smoke" if cfg["SMOKE"] else ""))
-            record = main.run_record(cfg, self.models, "run", images, prompts, notes + class_notes)
-            record.update(command=command, app="python app.py " + " ".join(self.main_argv))
-            grad = torch.is_grad_enabled()
-            torch.set_grad_enabled(False)
-            try:
-                with main.recorded_run(run_dir, record) as rec:
-                    if progress is not None:
-                        progress("started", run_dir=run_dir)
-                    results = main.main_pipeline(cfg, self.models, run_dir, images, prompts, rec, progress)
-            finally:
-                torch.set_grad_enabled(grad)
-        return run_dir, results
+            return runs.run_edit_pair(cfg, self.models, (images, prompts, notes + class_notes), main.main_pipeline,
+                                      progress=progress, record={"command": command,
+                                                                 "app": "python app.py " + " ".join(self.main_argv)})
 
     def cancel_flag(self, session):
         return self.cancel_flags.setdefault(session, threading.Event())
@@ -192,8 +183,8 @@ class Bench:
         path = self.tmp / f"{Path(run_dir).name}_spectrograms_seed{seed}.png"
         if not path.exists():
             audios, rate = {}, 16000
-            for name in main.AUDIO_NAMES:
-                audios[name], rate = sf.read(Path(run_dir) / main.wav_name(name, seed, first_seed))
+            for name in AUDIO_NAMES:
+                audios[name], rate = sf.read(Path(run_dir) / wav_name(name, seed, first_seed))
             evaluation.plot_spectrograms(audios, rate, path)
         return str(path)
 
@@ -201,20 +192,20 @@ class Bench:
 def reproduce_command(base, values):
     """(argv, 'python main.py ...') of the settings `base` (a main.py config) with `values` (NAME -> value) on top.
 
-    Text values of non-text constants (SAM2_PROMPTS, AUDIO_CLASSES, ...) go through main.coerce as --NAME=text
+    Text values of non-text constants (SAM2_PROMPTS, AUDIO_CLASSES, ...) go through settings.coerce as --NAME=text
     does: UserError with its message when they do not fit. Only constants that differ from main.py's defaults
     (under --smoke: its smoke defaults) are named, so the command is as short as the run allows.
     """
-    ref = main.default_config()
+    ref = settings.default_config(main)
     with contextlib.redirect_stdout(io.StringIO()):
-        main.parse_args(["--smoke"] if base["SMOKE"] else [], ref)
+        settings.parse_args(["--smoke"] if base["SMOKE"] else [], ref)
     argv = ["--smoke"] if base["SMOKE"] else []
-    for name in main.CONFIG_KEYS:
+    for name in ref:
         if name == "SMOKE":
             continue
         value = values.get(name, base[name])
         if isinstance(value, str) and not isinstance(ref[name], str):
-            value = main.coerce(name, value, ref[name])
+            value = settings.coerce(name, value, ref[name])
         value = plain_number(value, ref[name])
         if value != ref[name] or type(value) is not type(ref[name]):
             argv.append(f"--{name}={literal(value)}")
@@ -222,22 +213,22 @@ def reproduce_command(base, values):
 
 
 def literal(value):
-    """value as --NAME=value text that main.coerce reads back exactly; strings in double quotes, for the shell."""
+    """value as --NAME=value text that settings.coerce reads back exactly; strings in double quotes, for the shell."""
     if isinstance(value, str):
         try:
             ast.literal_eval(value)
         except (ValueError, SyntaxError):
             return value if value.strip() == value and value else json.dumps(value)   # a bare word reads as itself
         return json.dumps(value)
-    return main.python_literal(value)
+    return settings.python_literal(value)
 
 
 def run_config(argv):
-    """The config main.py builds from argv (main.parse_args, the CLI's own reading), checked by main.check_settings."""
-    cfg = main.default_config()
+    """The config main.py builds from argv (settings.parse_args, the CLI's own reading), checked by settings.check_settings."""
+    cfg = settings.default_config(main)
     with contextlib.redirect_stdout(io.StringIO()):
-        main.parse_args(argv, cfg)
-    main.check_settings(cfg)
+        settings.parse_args(argv, cfg)
+    settings.check_settings(cfg)
     return cfg
 
 
@@ -304,7 +295,7 @@ def prompts_text(objects):
 def object_states(cfg):
     """The page's starting objects: main.py's SAM2_PROMPTS (points as given, or found by name)."""
     states = []
-    for p in main.parse_prompts(cfg["SAM2_PROMPTS"], cfg["TEXT_PROMPT"]):
+    for p in inputs.parse_prompts(cfg["SAM2_PROMPTS"], cfg["TEXT_PROMPT"]):
         points = [[round(x, 1) if x % 1 else int(x), round(y, 1) if y % 1 else int(y)] for x, y in p.points or []]
         states.append({"name": p.name, "points": points, "labels": list(p.labels or [])})
     return states
@@ -334,7 +325,7 @@ CSS = """
 
 def build_ui(bench):
     import gradio as gr
-    import evaluation
+    import verdict
     cfg = bench.cfg
     starts = object_states(cfg)
 
@@ -353,9 +344,9 @@ def build_ui(bench):
         message = f"{describe_mask(m)}; {len(state['points'])} point(s)"
         if 1 in state["labels"]:
             try:   # main.py's own check: CLIP must see a point on the object
-                main.check_image_and_points(path, main.ObjectPrompt(state["name"], state["points"], state["labels"]),
-                                            [])
-            except main.UserError as err:
+                inputs.check_image_and_points(path, inputs.ObjectPrompt(state["name"], state["points"],
+                                                                        state["labels"]), [])
+            except UserError as err:
                 return img, error_box(err)
         return img, note_box(message)
 
@@ -405,7 +396,7 @@ def build_ui(bench):
                     try:
                         kept, notes = bench.keep_image(file)
                         bench.segmenter(kept)   # encode now: every click after this runs the decoder only
-                    except (main.UserError, ValueError, OSError, RuntimeError) as err:
+                    except (UserError, ValueError, OSError, RuntimeError) as err:
                         # the message names the file as the user knows it, not the server's temporary copy
                         return gr.skip(), gr.skip(), state, error_box(str(err).replace(str(file), Path(file).name))
                     state = {**state, "points": [], "labels": []}
@@ -451,9 +442,9 @@ def build_ui(bench):
                 name_value = name_value.strip()
                 try:
                     if not name_value:
-                        raise main.UserError("type the object's name first")
+                        raise UserError("type the object's name first")
                     m, info, records = bench.find_by_name(path_value, name_value, [other_name.strip()])
-                except (main.UserError, ValueError) as err:   # mask.NoMatchError is a ValueError
+                except (UserError, ValueError) as err:   # mask.NoMatchError is a ValueError
                     return state, gr.skip(), error_box(err), gr.update(visible=False), []
                 state = {**state, "name": name_value, "points": [], "labels": []}
                 img, _ = preview(path_value, m)
@@ -495,17 +486,17 @@ def build_ui(bench):
         with gr.Accordion("Settings: main.py's constants (checked by main.py's own rules when you run)", open=False):
             controls = {}
             with gr.Row():
-                for n, (name, low, high, step) in enumerate(SLIDERS):
-                    value = cfg[name]
-                    controls[name] = gr.Slider(min(low, value), max(high, value), value=value, step=step,
-                                               label=name, info=main.SETTING_RULES[name][3], elem_id=name.lower(),
+                for name in SLIDERS:
+                    value, rule = cfg[name], settings.RULES[name]
+                    controls[name] = gr.Slider(min(rule.page[0], value), max(rule.page[1], value), value=value,
+                                               step=rule.step, label=name, info=rule.text, elem_id=name.lower(),
                                                min_width=240)
             with gr.Row():
                 from model.aldm import SAMPLERS
                 controls["SAMPLER"] = gr.Dropdown(list(SAMPLERS), value=cfg["SAMPLER"], label="SAMPLER",
                                                   info="ddim: the original's; dpm++: faster (its own step count "
                                                        "unless DDIM_STEPS is changed)", elem_id="sampler")
-                controls["SEED"] = gr.Number(cfg["SEED"], label="SEED", precision=0, info=main.SETTING_RULES["SEED"][3],
+                controls["SEED"] = gr.Number(cfg["SEED"], label="SEED", precision=0, info=settings.RULES["SEED"].text,
                                              elem_id="seed")
                 controls["PIN_GLOBAL"] = gr.Checkbox(cfg["PIN_GLOBAL"], label="PIN_GLOBAL (keep slot 0 = E_final "
                                                      "in every cycle-mix round)", elem_id="pin_global")
@@ -525,7 +516,7 @@ def build_ui(bench):
             gr.Markdown("## Results")
             seed_pick = gr.Radio([], label="seed", elem_id="seed_pick", interactive=True)
             with gr.Row():
-                audios = [gr.Audio(label=n, type="filepath", interactive=False, elem_id=n) for n in main.AUDIO_NAMES]
+                audios = [gr.Audio(label=n, type="filepath", interactive=False, elem_id=n) for n in AUDIO_NAMES]
             spectrograms = gr.Image(show_label=False, label="spectrograms of this seed's three audios", interactive=False,
                                     elem_id="spectrograms", buttons=["fullscreen"])
             scores_plot = gr.Image(show_label=False, label="scores per source and audio; the verdict's paired differences",
@@ -552,31 +543,31 @@ def build_ui(bench):
             try:
                 argv, command = bench.command(values_of(prompts_value, kept_value, path0, path1, control_values))
                 run_cfg = bench.config(argv)
-                main.prepare_inputs(run_cfg)
-            except (main.UserError, ValueError) as err:
+                inputs.prepare_inputs(run_cfg)
+            except (UserError, ValueError) as err:
                 return error_box(err), ""
             return note_box("Settings, images and objects pass main.py's checks."), command
 
-        inputs = [prompts_box, kept, paths[0], paths[1]] + [controls[n] for n in names_of_controls]
+        page_inputs = [prompts_box, kept, paths[0], paths[1]] + [controls[n] for n in names_of_controls]
         for control in [prompts_box, kept] + list(controls.values()):   # an old refusal is stale once edited
             control.input(lambda: "", None, status, queue=False, show_progress="hidden")
         input_names = ["SAM2_PROMPTS", "KEPT_SOURCES", "ORIGINAL", "EDITED"] + names_of_controls
-        check.click(named(on_check, input_names), inputs, [status, command_box], api_name="check_settings")
+        check.click(named(on_check, input_names), page_inputs, [status, command_box], api_name="check_settings")
 
         def results_view(run_dir, results, seed=None, full=True):
             seeds = results["seeds"] if results else [int(p) for p in [seed]]
             seed = seeds[0] if seed is None else int(seed)
             out = {seed_pick: gr.update(choices=[str(s) for s in seeds], value=str(seed))}
-            for audio, name in zip(audios, main.AUDIO_NAMES):
-                out[audio] = str(Path(run_dir) / main.wav_name(name, seed, seeds[0]))
+            for audio, name in zip(audios, AUDIO_NAMES):
+                out[audio] = str(Path(run_dir) / wav_name(name, seed, seeds[0]))
             if full:
                 out[spectrograms] = bench.spectrograms(run_dir, seed, seeds[0])
                 out[scores_plot] = str(Path(run_dir) / "scores.png")
-                rows = evaluation.verdict_rows(results)
+                rows = verdict.verdict_rows(results)
                 out[verdict_table] = [[r["question"], r["scorer"], r["check"], r["status"], fmt(r["mean"]),
                                        fmt(r["std"]), interval(r), f"{r['fraction_holds']:.0%}", r["description"]]
                                       for r in rows]
-                out[verdict_text] = evaluation.format_verdict(results)
+                out[verdict_text] = verdict.format_verdict(results)
                 r = results.get("e_final_reach") or {}
                 out[reach] = note_box(
                     "E_final's reach (cosine distance of the manipulated remix CLAP, mean over seeds): to "
@@ -597,8 +588,8 @@ def build_ui(bench):
             try:   # everything the user set, checked by main.py before any model runs
                 argv, command = bench.command(values_of(prompts_value, kept_value, path0, path1, control_values))
                 run_cfg = bench.config(argv)
-                main.prepare_inputs(run_cfg)
-            except (main.UserError, ValueError) as err:
+                inputs.prepare_inputs(run_cfg)
+            except (UserError, ValueError) as err:
                 yield {status: error_box(err), command_box: "", **cleared}
                 return
             yield {status: note_box("Starting ..."), command_box: command, **cleared}
@@ -607,7 +598,7 @@ def build_ui(bench):
             def report(step, k=None, n=None, run_dir=None):
                 events.put(("step", step, k, n, run_dir))
                 if cancel.is_set():
-                    raise main.RunCancelled(f"cancelled from the browser before step '{step}'")
+                    raise RunCancelled(f"cancelled from the browser before step '{step}'")
 
             def work():
                 try:
@@ -629,7 +620,7 @@ def build_ui(bench):
                     frac = STEP_FRACTIONS.get(step, 0.0) + (0.6 * (k - 1) / n if step == "audio" else 0.0)
                     progress(frac, desc=label)
                     if step == "evaluation":   # the wavs are written: let them be heard while scoring runs
-                        seeds = main.eval_seeds(run_cfg)
+                        seeds = settings.eval_seeds(run_cfg)
                         view = results_view(run_dir, {"seeds": seeds}, full=False)
                         yield {status: note_box(f"Audio ready after {time.perf_counter() - started:.1f} s; "
                                                 f"evaluation running ... ({run_dir})"), **view}
@@ -643,9 +634,9 @@ def build_ui(bench):
                 else:
                     err = rest[0]
                     where = f" Run folder: {run_dir} (run.json says how it ended)." if run_dir else ""
-                    if isinstance(err, main.RunCancelled):
+                    if isinstance(err, RunCancelled):
                         yield {status: note_box(f"Cancelled: {err}.{where}")}
-                    elif isinstance(err, (main.UserError, ValueError)):
+                    elif isinstance(err, (UserError, ValueError)):
                         yield {status: error_box(f"{err}{where}")}
                     else:
                         yield {status: error_box(f"{type(err).__name__}: {err}.{where}")}
@@ -653,7 +644,8 @@ def build_ui(bench):
 
         outputs = [status, command_box, seed_pick, *audios, spectrograms, scores_plot, verdict_table, verdict_text,
                    reach, download, run_state]
-        run_button.click(named(on_run, input_names, request=gr.Request, progress=gr.Progress()), inputs, outputs, api_name="run", concurrency_limit=1, concurrency_id="run")
+        run_button.click(named(on_run, input_names, request=gr.Request, progress=gr.Progress()), page_inputs, outputs,
+                         api_name="run", concurrency_limit=1, concurrency_id="run")
 
         def on_cancel(request: gr.Request):
             bench.cancel_flag(request.session_hash if request is not None else "api").set()
@@ -715,7 +707,7 @@ def parse_app_args(argv):
         if key in ("--port", "--host"):
             if not eq:
                 if i + 1 >= len(args):
-                    raise main.UserError(f"{key} needs a value, e.g. {key} {'7861' if key == '--port' else '0.0.0.0'}")
+                    raise UserError(f"{key} needs a value, e.g. {key} {'7861' if key == '--port' else '0.0.0.0'}")
                 i, value = i + 1, args[i + 1]
             if key == "--host":
                 host = value
@@ -723,9 +715,9 @@ def parse_app_args(argv):
                 try:
                     port = int(value)
                 except ValueError:
-                    raise main.UserError(f"--port={value!r} is not a port number (e.g. --port 7861)") from None
+                    raise UserError(f"--port={value!r} is not a port number (e.g. --port 7861)") from None
                 if not 0 < port < 65536:
-                    raise main.UserError(f"--port={port} is out of range: it must be in 1-65535")
+                    raise UserError(f"--port={port} is out of range: it must be in 1-65535")
         elif arg == "--share":
             share = True
         elif arg in ("-h", "--help"):
@@ -737,14 +729,14 @@ def parse_app_args(argv):
 
 
 def main_app(argv=None):
-    for notice in main.LIBRARY_NOTICES:
+    for notice in runs.LIBRARY_NOTICES:
         warnings.filterwarnings("ignore", message=notice)
     try:
         host, port, share, main_argv = parse_app_args(sys.argv[1:] if argv is None else argv)
         bench = Bench(main_argv)
         for path in bench.example:   # encode the example pair now: the first clicks only run the decoder
             bench.segmenter(path)
-    except main.UserError as err:
+    except UserError as err:
         print(f"\nError: {err}", file=sys.stderr)
         return 2
     demo = build_ui(bench)

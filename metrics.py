@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-AUDIO_NAMES = ("baseline_original", "baseline_edited", "manipulated")
+from audio_io import AUDIO_NAMES
+
 # VGGish's published front end (torchvggish's vggish_params): 16 kHz, 0.96 s examples of 96 x 64 log-mel
 VGGISH_SAMPLE_RATE = 16000
 VGGISH_DIM = 128
@@ -247,10 +248,10 @@ class Cnn14Scorer:
 
     def __call__(self, wave, sample_rate):
         import torch
-        from evaluation import _resample
+        from audio_io import resample
         wave = np.asarray(wave, dtype=np.float64)
         wave = wave.mean(axis=1) if wave.ndim == 2 else wave
-        wave = _resample(wave, int(sample_rate), PANNS_CNN14["sample_rate"])
+        wave = resample(wave, int(sample_rate), PANNS_CNN14["sample_rate"])
         device = next(self.model.parameters()).device
         with torch.no_grad():
             out = self.model(torch.as_tensor(wave, dtype=torch.float32, device=device)[None])
@@ -258,11 +259,20 @@ class Cnn14Scorer:
 
 
 def kl_divergence(p, q, eps=1e-10):
-    """KL(p || q) of two vectors of class probabilities, each divided by its sum first (nats)."""
+    """KL(p || q) of two vectors of class probabilities, each divided by its sum first (nats); eps keeps
+    tables with zeros finite. The one KL of the project: CLAP's label distributions in the verdict, PANNs'
+    class probabilities here."""
     p = np.clip(np.asarray(p, np.float64), eps, None)
     q = np.clip(np.asarray(q, np.float64), eps, None)
     p, q = p / p.sum(), q / q.sum()
     return float(np.sum(p * np.log(p / q)))
+
+
+def cosine_distance(a, b):
+    """1 - cos(a, b) of two embeddings (numpy or torch), in float64."""
+    a = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=np.float64).ravel()
+    b = np.asarray(b.detach().cpu() if hasattr(b, "detach") else b, dtype=np.float64).ravel()
+    return float(1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
 def panns_figures(sets, scorer, pairs=()):

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import functools
 import os
+import random
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,21 @@ CLIP_RESOLUTION = 224   # ViT-L/14 input size; 224 / 14 = 16 patches a side
 
 
 # -----------------------------------------------------------------------------
-# devices and images
+# devices, seeds and images
+
+def set_seed(seed):
+    """Seed every random generator the pipeline draws from (Python, numpy, torch on all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def unit_norm_report(**embs):
+    """'emb_bg (768,) |e|=1.0000, ...': the shape and L2 norm of each named embedding, as the steps print them."""
+    return ", ".join(f"{name} {tuple(e.shape)} |e|={float(e.float().norm()):.4f}" for name, e in embs.items())
+
 
 def get_device(requested=None):
     """torch.device to run on: the requested one, else cuda -> mps -> cpu."""

@@ -27,7 +27,7 @@ import numpy as np
 
 from mask import (TINY_PROPOSAL_OPTIONS, NoMatchError, _segmenter, check_points_inside, get_mask, load_sam2_predictor,
                   name_prompt, save_mask_figure, save_proposals_figure, segment_by_text, tiny_sam2_predictor)
-from main import python_literal
+from settings import python_literal
 from util import image_size, open_image, safe_name
 
 DEFAULT_IMAGE = "images/original.jpg"   # main.py's default I_0
@@ -456,20 +456,23 @@ def main(argv=None):
             return fail(f"--labels must be 1 (on the object) or 0 (not on it), got {labels}")
         labels = labels * len(xs) if len(labels) == 1 else labels
     # the printed line must be one main.py accepts: its own rules, before SAM2 loads or a figure is drawn
-    import main as main_py
+    from errors import UserError
+    from inputs import parse_prompt
+    from runs import check_output_dir
+    from settings import output_dir_problems
     name = args.text if args.text is not None and args.name == DEFAULT_NAME else args.name
     entry = ({"text": args.prompt} if args.prompt else {}) if args.text is not None or interactive else \
         {"x": xs, "y": ys, "labels": labels}
     try:
-        main_py.parse_prompt(name, entry)
-    except main_py.UserError as err:
+        parse_prompt(name, entry)
+    except UserError as err:
         return fail(f"{err} (--name / --text give the name; --labels the labels)")
-    problems = main_py.output_dir_problems(args.out)
+    problems = output_dir_problems(args.out)
     if problems:
         return fail(problems[0].replace("OUTPUT_DIR=", "--out ").replace("--OUTPUT_DIR", "--out"))
     try:
-        main_py.check_output_dir(args.out)
-    except main_py.UserError as err:
+        check_output_dir(args.out)
+    except UserError as err:
         return fail(str(err).replace("OUTPUT_DIR=", "--out ").replace("--OUTPUT_DIR", "--out"))
 
     image = args.image if args.image is not None else (None if interactive and not args.text else DEFAULT_IMAGE)

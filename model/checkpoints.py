@@ -443,9 +443,9 @@ VERIFIERS = {
     "yolo": "model.detect:verify_yolo_file",
     "ssv2a": "model.pipeline:verify_ssv2a_file",
     "audioldm": "model.aldm:verify_audioldm_folder",
-    "clap": "evaluation:verify_clap_file",
-    "roberta": "evaluation:verify_roberta_folder",
-    "ast": "evaluation:verify_ast_folder",
+    "clap": "scorers:verify_clap_file",
+    "roberta": "scorers:verify_roberta_folder",
+    "ast": "scorers:verify_ast_folder",
     "vggish": "metrics:verify_vggish_file",
     "panns_cnn14": "metrics:verify_cnn14_file",
 }

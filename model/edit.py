@@ -77,7 +77,7 @@ def mel_filters(n_mels, sample_rate):
                            norm="slaney", mel_scale="slaney")
 
 
-def log_mel(wave, n_mels=64, sample_rate=16000, frames=None):
+def audioldm_log_mel(wave, n_mels=64, sample_rate=16000, frames=None):
     """AudioLDM's log-mel of one already normalised waveform: float32 numpy [frames, n_mels] (time first, as
     AudioLDM's fbank). frames: cut or zero-pad to this many (AudioLDM's _pad_spec); None keeps them all."""
     from transformers.audio_utils import spectrogram, window_function
@@ -104,7 +104,7 @@ def encode_audio(pipe, waves, duration):
     frames = canvas_frames(pipe, duration)
     n_mels = pipe.vocoder.config.model_in_dim
     sr = pipe.vocoder.config.sampling_rate
-    mels = np.stack([log_mel(audioldm_waveform(w, frames * STFT_HOP), n_mels, sr, frames) for w in waves])
+    mels = np.stack([audioldm_log_mel(audioldm_waveform(w, frames * STFT_HOP), n_mels, sr, frames) for w in waves])
     vae = pipe.vae
     mel = torch.from_numpy(mels)[:, None].to(vae.device, vae.dtype)   # [B, 1, frames, n_mels] as diffusers
     z0 = vae.encode(mel).latent_dist.mode() * vae.config.scaling_factor

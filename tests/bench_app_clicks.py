@@ -22,9 +22,10 @@ CLICKS = [(448, 330), (520, 200), (400, 500), (600, 420), (300, 300, 0), (470, 6
 
 def main(argv):
     import torch
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
     import app
     import mask
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
     real = "--real-size" in argv
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if real:

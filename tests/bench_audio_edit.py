@@ -15,10 +15,9 @@ import argparse
 import json
 import time
 
-from real_size import audioldm_s
-
 import numpy as np  # noqa: E402  (after real_size, which puts the repo root on sys.path)
 import torch  # noqa: E402
+from real_size import audioldm_s
 
 from model import edit  # noqa: E402
 from model.aldm import emb_to_audio  # noqa: E402

@@ -17,9 +17,9 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 import torch  # noqa: E402
+from test_model_ssv2a import make_slots, serial_cycle_mix  # noqa: E402
 
 from model.pipeline import SSV2A  # noqa: E402
-from test_model_ssv2a import make_slots, serial_cycle_mix  # noqa: E402
 
 
 def main():

@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 import real_size
-
 import torch  # noqa: E402
 
+import inputs
+import loader
 import main  # noqa: E402
+import settings
 import util  # noqa: E402
-from model import pipeline as ssv2a_pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = [ROOT / "images" / "original.jpg", ROOT / "images" / "edited.jpg"]
@@ -61,8 +62,8 @@ def timed(fn, repeats, device):
     return out, min(times), statistics.median(times), peak
 
 
-class RealSizeModels(main.Models):
-    """main.Models with real-size random-weight models in place of the checkpoints (same attributes)."""
+class RealSizeModels(loader.Models):
+    """loader.Models with real-size random-weight models in place of the checkpoints (same attributes)."""
 
     def __init__(self, device):
         self.smoke, self.device, self.load_seconds = False, torch.device(device), {}
@@ -99,7 +100,7 @@ def main_bench():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cfg = main.default_config()
+    cfg = settings.default_config(main)
     cfg.update(DEVICE=args.device, SAMPLER=args.sampler, EVAL_SEEDS=1, _STEPS_GIVEN=True)
     print(f"Building real-size random-weight models on {device} ...")
     models = RealSizeModels(device)
@@ -108,7 +109,7 @@ def main_bench():
           f"YOLO {real_size.n_params(models.yolo.model) / 1e6:.0f} M, SSV2A {real_size.n_params(models.ssv2a) / 1e6:.0f} M, "
           f"AudioLDM UNet {real_size.n_params(models.aldm.unet) / 1e6:.0f} M, "
           f"CLAP {real_size.n_params(models.clap.model) / 1e6:.0f} M, AST {real_size.n_params(models.ast.model) / 1e6:.0f} M")
-    prompts = main.parse_prompts(cfg["SAM2_PROMPTS"])
+    prompts = inputs.parse_prompts(cfg["SAM2_PROMPTS"])
     torch.set_grad_enabled(False)
     rows = {}
 
@@ -158,7 +159,7 @@ def main_bench():
     t2 = rows[f"7c AudioLDM 3 x 10 s, {2 * args.steps} {args.sampler} steps"][0]
     per_step = (t2 - t1) / args.steps
     fixed = max(t1 - per_step * args.steps, 0.0)
-    default_steps = main.audio_steps({**cfg, "_STEPS_GIVEN": False})
+    default_steps = settings.audio_steps({**cfg, "_STEPS_GIVEN": False})
     aldm_full = fixed + per_step * default_steps
     # masks, tokens, steps 3-6 and detection are done once; cycle_mix, AudioLDM and scoring once per seed
     shared = sum(v[0] for k, v in rows.items() if k[0] in "123" or k.startswith("7a"))   # 7a' included: an upper bound

@@ -14,9 +14,8 @@ import json
 import time
 from pathlib import Path
 
-from real_size import audioldm_s
-
 import torch  # noqa: E402  (after real_size, which puts the repo root on sys.path)
+from real_size import audioldm_s
 
 from model.aldm import emb_to_audio  # noqa: E402
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import real_size
-
 import torch  # noqa: E402
 
 import mask  # noqa: E402

@@ -16,20 +16,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_real_size import IMAGES, RealSizeModels   # first: puts the repository on the path, offline
-
 import torch  # noqa: E402
+from bench_real_size import IMAGES, RealSizeModels  # first: puts the repository on the path, offline
 
+import inputs
 import main  # noqa: E402
+import runs
+import settings
+import verdict
 
 METHOD_OFF = dict(MIX_DIRECT=1.0, MIX_BETA=0.0, MIX_ALPHA=0.0, MIX_GAMMA=0.0)
 
 
 def run(models, cfg, out, name):
-    prompts = main.parse_prompts(cfg["SAM2_PROMPTS"])
-    run_dir = main.new_run_dir(out, name)
+    prompts = inputs.parse_prompts(cfg["SAM2_PROMPTS"])
+    run_dir = runs.new_run_dir(out, name)
     start = time.perf_counter()
-    with main.recorded_run(run_dir, main.run_record(cfg, models, "run", IMAGES, prompts)) as record:
+    with runs.recorded_run(run_dir, runs.run_record(cfg, models, "run", IMAGES, prompts)) as record:
         results = main.main_pipeline(cfg, models, run_dir, IMAGES, prompts, record)
     return results, time.perf_counter() - start, run_dir
 
@@ -42,19 +45,18 @@ def main_bench():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default=None, help="folder for the two run folders (default: a temporary one)")
     args = parser.parse_args()
-    cfg = main.default_config()
+    cfg = settings.default_config(main)
     cfg.update(DEVICE=args.device, DURATION=args.duration, DDIM_STEPS=args.steps, EVAL_SEEDS=args.seeds,
                _STEPS_GIVEN=True)
-    main.check_settings(cfg)
+    settings.check_settings(cfg)
     print(f"Building real-size random-weight models on {args.device} ...")
     models = RealSizeModels(args.device)
     torch.set_grad_enabled(False)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_verdict_"))
     texts = {}
-    import evaluation
     for label, change in [("method on (default weights)", {}), ("method off (MIX_DIRECT=1, others 0)", METHOD_OFF)]:
         results, seconds, run_dir = run(models, {**cfg, **change}, out, "off" if change else "on")
-        texts[label] = (evaluation.format_verdict(results), seconds, run_dir, results)
+        texts[label] = (verdict.format_verdict(results), seconds, run_dir, results)
     print("\n" + "=" * 100)
     for label, (text, seconds, run_dir, results) in texts.items():
         reach = json.loads((run_dir / "run.json").read_text())["e_final_reach"]

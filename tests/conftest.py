@@ -24,6 +24,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+QUICK = ["--EVAL_SEEDS=1", "--DURATION=0.5", "--CYCLE_ITS=1"]   # a smoke run cut to what a test looks at
+
+
+def refused(args, tmp_path, capsys, smoke=True):
+    """main.main([--smoke] ... args) must exit 2 with one clear message, before any model and any run folder."""
+    import main
+    out = tmp_path / "outputs"
+    code = main.main(["--smoke"] * smoke + [f"--OUTPUT_DIR={out}", *args])
+    captured = capsys.readouterr()
+    assert code == 2, captured.out + captured.err
+    assert "Traceback" not in captured.err and "Loading every model" not in captured.out
+    assert not out.exists()
+    return captured.err
 
 
 def free_port():
@@ -31,6 +44,30 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One default smoke run (python main.py --smoke), shared by the tests that read its folder."""
+    import main
+    out = tmp_path_factory.mktemp("outputs")
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out}"]) == 0
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def clap():
+    """The tiny random-weight LAION-CLAP scorer (scorers.tiny_clap)."""
+    import scorers
+    return scorers.tiny_clap()
+
+
+@pytest.fixture(scope="session")
+def ast_model():
+    """The tiny random-weight AudioSet classifier (scorers.tiny_ast)."""
+    import scorers
+    return scorers.tiny_ast()
 
 
 @pytest.fixture

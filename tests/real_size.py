@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+import scorers
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -61,6 +63,7 @@ def clip_vit_l14():
 def sam2_hiera_l(device="cpu"):
     from sam2.build_sam import build_sam2
     from sam2.sam2_image_predictor import SAM2ImagePredictor
+
     import mask
     return mask.PointSegmenter(SAM2ImagePredictor(build_sam2(mask.SAM2_CONFIG, ckpt_path=None, device=device)))
 
@@ -72,7 +75,8 @@ def yolov8x_oiv7():
     from ultralytics import YOLO
     from ultralytics.cfg import DEFAULT_CFG_DICT
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
-    from ultralytics.utils import ROOT as UL_ROOT, YAML
+    from ultralytics.utils import ROOT as UL_ROOT
+    from ultralytics.utils import YAML
     yolo = YOLO("yolov8x.yaml", task="detect")
     cfg = yaml_model_load("yolov8x.yaml")
     cfg["nc"] = 601
@@ -94,6 +98,7 @@ def ssv2a_release():
 def audioldm_s(dtype=torch.float32):
     from diffusers import AudioLDMPipeline, AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import ClapTextConfig, ClapTextModelWithProjection, SpeechT5HifiGan, SpeechT5HifiGanConfig
+
     from model.aldm import _tiny_tokenizer
     pipe = AudioLDMPipeline(
         vae=AutoencoderKL(**AUDIOLDM_S_VAE).eval(), unet=UNet2DConditionModel(**AUDIOLDM_S_UNET).eval(),
@@ -108,20 +113,19 @@ def audioldm_s(dtype=torch.float32):
 
 @seeded
 def clap_htsat_tiny():
-    import evaluation
     from model.aldm import _tiny_tokenizer
-    model = evaluation.build_clap_model(evaluation.ROBERTA_BASE)
-    return evaluation.ClapScorer(model.eval(), _tiny_tokenizer(), "cpu", name="real-size random CLAP")
+    model = scorers.build_clap_model(scorers.ROBERTA_BASE)
+    return scorers.ClapScorer(model.eval(), _tiny_tokenizer(), "cpu", name="real-size random CLAP")
 
 
 @seeded
 def ast_audioset():
-    import evaluation
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-    labels = evaluation.audioset_labels()
+
+    labels = scorers.audioset_labels()
     config = ASTConfig(num_labels=len(labels), id2label=dict(enumerate(labels)),
                        label2id={n: i for i, n in enumerate(labels)})
-    return evaluation.AudioClassifier(ASTForAudioClassification(config).eval(), ASTFeatureExtractor(), "cpu",
+    return scorers.AudioClassifier(ASTForAudioClassification(config).eval(), ASTFeatureExtractor(), "cpu",
                                       name="real-size random AST")
 
 

@@ -19,10 +19,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import free_port
 
 import app
+import audio_io
+import errors
 import main
-from conftest import free_port
+import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -39,21 +42,21 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "YOLO_OFFLINE": "
 
 
 def test_reproduce_command_reads_back_as_the_same_config():
-    base = main.default_config()
-    main.parse_args(["--smoke", "--OUTPUT_DIR=/tmp/a b"], base)
+    base = settings.default_config(main)
+    settings.parse_args(["--smoke", "--OUTPUT_DIR=/tmp/a b"], base)
     values = {"SAM2_PROMPTS": "{'cat': {'x': [448], 'y': [330]}, \"it's\": {'union': True}}", "SVD_K": 7.0,
               "SVD_ALPHA": 0.30000000000000004, "RUN_NAME": "42", "KEPT_SOURCES": ["rocket", "dog"],
               "SAMPLER": "dpmpp-2m"}
     argv, command = app.reproduce_command(base, values)
     assert command.startswith("python main.py --smoke ")
     assert not any(a.startswith("--SVD_ALPHA") for a in argv)   # a slider's 0.30000000000000004 is the default 0.3
-    cli = main.default_config()
-    main.parse_args(shlex.split(command)[2:], cli)   # what a shell hands main.py
+    cli = settings.default_config(main)
+    settings.parse_args(shlex.split(command)[2:], cli)   # what a shell hands main.py
     assert cli == app.run_config(argv)
     assert cli["SVD_K"] == 7 and cli["RUN_NAME"] == "42" and cli["OUTPUT_DIR"] == "/tmp/a b"
     assert cli["SAM2_PROMPTS"] == {"cat": {"x": [448], "y": [330]}, "it's": {"union": True}}
     assert cli["_STEPS_GIVEN"] is True   # smoke's DDIM_STEPS, as `python main.py --smoke` has it
-    with pytest.raises(main.UserError, match="SAM2_PROMPTS takes a dict"):
+    with pytest.raises(errors.UserError, match="SAM2_PROMPTS takes a dict"):
         app.reproduce_command(base, {"SAM2_PROMPTS": "[1, 2]"})
 
 
@@ -169,18 +172,26 @@ def test_page_click_find_run_download_and_the_cli_makes_the_same_wavs(server, br
     page.locator("#message0").scroll_into_view_if_needed()
     page.screenshot(path=shots / "2_bad_upload.png")
 
-    # an out-of-range slider: main.py's own message, and no run folder
+    # sliders offer only what settings.RULES allows; an out-of-range number: the command line's own message, and
+    # no run folder
     page.get_by_text("Settings: main.py's constants").click()
-    set_slider(page, "mask_threshold", "0")
+    for name in ("mask_threshold", "duration", "svd_alpha"):
+        rule = settings.RULES[name.upper()]
+        slider = page.locator(f"#{name} input[type=range]")
+        assert (float(slider.get_attribute("min")), float(slider.get_attribute("max"))) == rule.page, name
+    seed = page.locator("#seed input")
+    seed.fill("-1")
+    seed.press("Tab")
     page.click("#run")
-    cfg = main.default_config()
-    main.parse_args(["--smoke", "--MASK_THRESHOLD=0.0"], cfg)
-    with pytest.raises(main.UserError) as refused:
-        main.check_settings(cfg)
+    cfg = settings.default_config(main)
+    settings.parse_args(["--smoke", "--SEED=-1"], cfg)
+    with pytest.raises(errors.UserError) as refused:
+        settings.check_settings(cfg)
     expect(page.locator("#status")).to_contain_text(str(refused.value), timeout=30000)
     assert not [p for p in server.out.iterdir() if p.name != "uploads"]
     page.screenshot(path=shots / "3_out_of_range.png")
-    set_slider(page, "mask_threshold", "0.5")
+    seed.fill("42")
+    seed.press("Tab")
 
     # the removed object: clear main.py's default point, click the cat; the mask overlay appears
     page.click("#clear0")
@@ -206,7 +217,7 @@ def test_page_click_find_run_download_and_the_cli_makes_the_same_wavs(server, br
     wav_link = "#{} a[data-testid=download-link][href*='.wav']"
     page.wait_for_selector(wav_link.format("baseline_original"), state="attached", timeout=180000)
     first_audio = time.perf_counter() - start
-    for name in main.AUDIO_NAMES:
+    for name in audio_io.AUDIO_NAMES:
         page.wait_for_selector(wav_link.format(name), state="attached", timeout=30000)
     expect(page.locator("#verdict")).to_contain_text("added_increased", timeout=180000)
     expect(page.locator("#status")).to_contain_text("Finished", timeout=30000)
@@ -255,13 +266,13 @@ def test_named_api_endpoints(server, tmp_path):
         "SAM2_PROMPTS", "KEPT_SOURCES", "ORIGINAL", "EDITED", "SVD_K", "SVD_ALPHA"]
 
     # settings: main.py's messages, word for word
-    status, command = client.predict(api_name="/check_settings", MASK_THRESHOLD=0, MIX_DIRECT=0, MIX_BETA=0,
-                                     MIX_ALPHA=0, MIX_GAMMA=0)
-    cfg = main.default_config()
-    main.parse_args(["--smoke", "--MASK_THRESHOLD=0.0", "--MIX_DIRECT=0.0", "--MIX_BETA=0.0", "--MIX_ALPHA=0.0",
-                     "--MIX_GAMMA=0.0"], cfg)
-    with pytest.raises(main.UserError) as refused:
-        main.check_settings(cfg)
+    status, command = client.predict(api_name="/check_settings", SEED=-1, MIX_DIRECT=0, MIX_BETA=0, MIX_ALPHA=0,
+                                     MIX_GAMMA=0)
+    cfg = settings.default_config(main)
+    settings.parse_args(["--smoke", "--SEED=-1", "--MIX_DIRECT=0.0", "--MIX_BETA=0.0", "--MIX_ALPHA=0.0",
+                         "--MIX_GAMMA=0.0"], cfg)
+    with pytest.raises(errors.UserError) as refused:
+        settings.check_settings(cfg)
     assert html.escape(str(refused.value)).replace("\n", "<br>") in status and command == ""
     status, command = client.predict(api_name="/check_settings", SVD_K=8)
     assert "pass main.py" in status and command == f"python main.py --smoke --OUTPUT_DIR={server.out} --SVD_K=8"

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import evaluation
+import verdict
 
 SR = 16000
 
@@ -58,7 +59,7 @@ def scores(S=4):
 
 def test_compare_rows_statuses():
     roles = {"removed": "cat", "added": "duck", "kept": ["rocket"]}
-    out = evaluation.compare_rows(scores(), roles, base=0, test=1)
+    out = verdict.compare_rows(scores(), roles, base=0, test=1)
     checks = out["classifier"]["checks"]
     assert checks["added_increased"]["status"] == "PASS"
     assert checks["removed_decreased"]["status"] == "no effect"
@@ -67,4 +68,4 @@ def test_compare_rows_statuses():
     assert out["clap"]["checks"]["kept_within_tolerance:rocket"]["status"] == "FAIL"
     assert out["classifier"]["counts"]["PASS"] == 1 and len(out["clap"]["checks"]) == 3
     # base and test swapped: the added source goes down
-    assert evaluation.compare_rows(scores(), roles, 1, 0)["classifier"]["checks"]["added_increased"]["status"] == "FAIL"
+    assert verdict.compare_rows(scores(), roles, 1, 0)["classifier"]["checks"]["added_increased"]["status"] == "FAIL"

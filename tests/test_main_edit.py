@@ -14,11 +14,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-import evaluation
-import main
-from model import aldm, edit
 from test_main_wiring import mutant
+
+import audio_io
+import errors
+import evaluation
+import inputs
+import loader
+import main
+import manifest
+import settings
+from model import aldm, edit
 
 ROOT = Path(__file__).resolve().parent.parent
 SR = 16000
@@ -66,8 +72,8 @@ REFUSED = {
 def test_a_bad_recording_is_refused_with_its_name(case, tmp_path):
     make, message = REFUSED[case]
     path = make(tmp_path)
-    with pytest.raises(main.UserError, match=message) as err:
-        main.read_audio_input(str(path), 2.0)
+    with pytest.raises(errors.UserError, match=message) as err:
+        audio_io.read_audio_input(str(path), 2.0)
     assert str(path) in str(err.value)
 
 
@@ -84,7 +90,7 @@ WARNED = {
 @pytest.mark.parametrize("case", list(WARNED))
 def test_an_odd_recording_is_used_with_a_warning(case, tmp_path):
     make, message = WARNED[case]
-    wave, warns = main.read_audio_input(str(make(tmp_path)), 2.0)
+    wave, warns = audio_io.read_audio_input(str(make(tmp_path)), 2.0)
     assert wave.shape == ((SR,) if case == "1 s" else (2 * SR,))   # cut to DURATION; padding comes later
     assert np.isfinite(wave).all() and np.abs(wave).max() > 0.01
     if message is None:
@@ -95,7 +101,7 @@ def test_an_odd_recording_is_used_with_a_warning(case, tmp_path):
 
 def test_channels_are_mixed_to_their_mean(tmp_path):
     left, right = tone(2.0), tone(2.0, freqs=(1000.0,))
-    wave, _ = main.read_audio_input(str(write(tmp_path / "st.wav", np.stack([left, right], 1), subtype="FLOAT")), 2.0)
+    wave, _ = audio_io.read_audio_input(str(write(tmp_path / "st.wav", np.stack([left, right], 1), subtype="FLOAT")), 2.0)
     np.testing.assert_allclose(wave, (left + right) / 2, atol=1e-6)
 
 
@@ -103,7 +109,7 @@ def test_channels_are_mixed_to_their_mean(tmp_path):
 def test_the_resampler_agrees_with_soxr(rate, tmp_path):
     import soxr
     x = tone(2.0, rate, freqs=(440.0, 3000.0) if rate == 8000 else (440.0, 3000.0, 6500.0))
-    wave, _ = main.read_audio_input(str(write(tmp_path / "r.wav", x, rate, subtype="FLOAT")), 2.0)
+    wave, _ = audio_io.read_audio_input(str(write(tmp_path / "r.wav", x, rate, subtype="FLOAT")), 2.0)
     ref = soxr.resample(x, rate, SR, quality="VHQ")
     n = min(len(ref), len(wave))
     # away from the ends, where the two filters pad differently
@@ -148,11 +154,11 @@ def recording(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models():
-    return main.Models({**main.default_config(), **main.SMOKE_SETTINGS, "SMOKE": True})
+    return loader.Models({**settings.default_config(main), **settings.SMOKE_SETTINGS, "SMOKE": True})
 
 
 def edit_cfg(recording):
-    return {**main.default_config(), **main.SMOKE_SETTINGS, "SMOKE": True, "AUDIO_INPUT": str(recording),
+    return {**settings.default_config(main), **settings.SMOKE_SETTINGS, "SMOKE": True, "AUDIO_INPUT": str(recording),
             "EDIT_STRENGTH": 0.75, "DDIM_STEPS": 4, "DURATION": 1.0}
 
 
@@ -160,7 +166,7 @@ def run_step8(module, run_dir, recording, models):
     cfg = edit_cfg(recording)
     claps = torch.randn(len(SEEDS), 3, aldm.CLAP_DIM, generator=torch.Generator().manual_seed(5))
     run_dir.mkdir()
-    module.step8_edit(cfg, models, run_dir, claps, SEEDS, module.parse_prompts(cfg["SAM2_PROMPTS"]))
+    module.step8_edit(cfg, models, run_dir, claps, SEEDS, inputs.parse_prompts(cfg["SAM2_PROMPTS"]))
     return cfg, claps
 
 
@@ -178,9 +184,9 @@ def check_edit_wiring(run_dir, cfg, claps, pipe):
                           cfg["EDIT_METHOD"])
         for name, row in (("edited", 2), ("edited_plain", 1)):
             want = edit.latents_to_audio(pipe, edit.regenerate(pipe, inv, claps[s, row]), cfg["DURATION"])[0]
-            got, _ = sf.read(run_dir / main.wav_name(name, seed, SEEDS[0]), dtype="float32")
+            got, _ = sf.read(run_dir / audio_io.wav_name(name, seed, SEEDS[0]), dtype="float32")
             if np.abs(got - np.clip(want, -1, 1)).max() > 5e-4:
-                problems.append(f"{main.wav_name(name, seed, SEEDS[0])} is not A_0 inverted under row 0 and "
+                problems.append(f"{audio_io.wav_name(name, seed, SEEDS[0])} is not A_0 inverted under row 0 and "
                                 f"regenerated under row {row} with seed {seed}")
     results = json.loads((run_dir / "edit_results.json").read_text())
     if set(results["edit_success"]) != {"edited", "edited_plain"} or \
@@ -236,10 +242,10 @@ def test_sweep_of_edit_strength_gives_the_tradeoff(recording, tmp_path):
 
 
 def test_a_manifest_row_names_its_recording(tmp_path):
-    cfg = main.default_config()
+    cfg = settings.default_config(main)
     row = {"original": "a.jpg", "edited": "b.jpg", "remove": "cat", "remove_x": "1", "remove_y": "2", "add": "duck",
            "add_x": "3", "add_y": "4", "audio_input": "rec.wav"}
     write(tmp_path / "rec.wav", tone(1.0))
-    assert main.pair_config(cfg, row, tmp_path)["AUDIO_INPUT"] == str(tmp_path / "rec.wav")
-    other = main.pair_config({**cfg, "AUDIO_INPUT": "x.wav"}, {**row, "audio_input": ""}, tmp_path)
+    assert manifest.pair_config(cfg, row, tmp_path)["AUDIO_INPUT"] == str(tmp_path / "rec.wav")
+    other = manifest.pair_config({**cfg, "AUDIO_INPUT": "x.wav"}, {**row, "audio_input": ""}, tmp_path)
     assert other["AUDIO_INPUT"] == "x.wav"   # an empty cell: the run's recording

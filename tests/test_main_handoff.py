@@ -6,18 +6,21 @@ probabilities by ~1e-6 between rows, so row order is checked on the waveforms th
 their scores), and each is run again on copies of main.py broken on purpose, which it must catch.
 """
 import json
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+from test_main_wiring import check_wiring, installed_mutant, mutant
 
-import evaluation
+import audio_io
 import main
-from test_main_wiring import check_wiring, mutant
+import scorers
+import settings
 
-ROWS = main.AUDIO_NAMES
+ROWS = audio_io.AUDIO_NAMES
 QUANT = 2 / 32767                        # a 16-bit wav holds a float waveform to within this
 METHOD_OFF = ["--MIX_DIRECT=1", "--MIX_BETA=0", "--MIX_ALPHA=0", "--MIX_GAMMA=0"]
 # every setting steps 3-7 read, away from its default: a run that ignores one is caught by the wiring check
@@ -33,8 +36,8 @@ SCENARIOS = {
 
 
 def cfg_of(args):
-    cfg = main.default_config()
-    main.parse_args(args, cfg)
+    cfg = settings.default_config(main)
+    settings.parse_args(args, cfg)
     return cfg
 
 
@@ -53,16 +56,16 @@ def run(module, scenario, out):
 
     with pytest.MonkeyPatch.context() as mp:
         # observers only: the real scorer runs on what it is handed
-        mp.setattr(evaluation.AudioClassifier, "class_probabilities",
-                   spy(evaluation.AudioClassifier, "class_probabilities"))
-        mp.setattr(evaluation.ClapScorer, "audio_embeddings", spy(evaluation.ClapScorer, "audio_embeddings"))
+        mp.setattr(scorers.AudioClassifier, "class_probabilities",
+                   spy(scorers.AudioClassifier, "class_probabilities"))
+        mp.setattr(scorers.ClapScorer, "audio_embeddings", spy(scorers.ClapScorer, "audio_embeddings"))
         assert module.main([*SCENARIOS[scenario], f"--OUTPUT_DIR={out}"]) == 0
     (run_dir,) = out.iterdir()
     return run_dir, handed
 
 
 def wav(run_dir, name, seed, seeds):
-    data, rate = sf.read(run_dir / main.wav_name(name, seed, seeds[0]), dtype="float32")
+    data, rate = sf.read(run_dir / audio_io.wav_name(name, seed, seeds[0]), dtype="float32")
     return data, rate
 
 
@@ -75,8 +78,8 @@ def off_problems(run_dir):
     results = json.loads((run_dir / "results.json").read_text())
     record = json.loads((run_dir / "run.json").read_text())
     for seed in results["seeds"]:
-        a = (run_dir / main.wav_name("manipulated", seed, results["seeds"][0])).read_bytes()
-        b = (run_dir / main.wav_name("baseline_edited", seed, results["seeds"][0])).read_bytes()
+        a = (run_dir / audio_io.wav_name("manipulated", seed, results["seeds"][0])).read_bytes()
+        b = (run_dir / audio_io.wav_name("baseline_edited", seed, results["seeds"][0])).read_bytes()
         if a != b:
             problems.append(f"seed {seed}: manipulated.wav is not baseline_edited.wav byte for byte")
     for view in ("classifier", "clap"):
@@ -108,7 +111,7 @@ def handoff_problems(run_dir, handed):
     audio = torch.load(run_dir / "embeddings.pt", weights_only=True)["audio"].numpy()
     for (s, name), (data, _) in wavs.items():
         if np.abs(np.clip(audio[seeds.index(s), ROWS.index(name)], -1, 1) - data).max() > QUANT:
-            problems.append(f"{main.wav_name(name, s, seeds[0])} is not the saved audio of row {name}, seed {s}")
+            problems.append(f"{audio_io.wav_name(name, s, seeds[0])} is not the saved audio of row {name}, seed {s}")
     for call in handed:
         if len(call["audios"]) != len(seeds) * len(ROWS):
             problems.append(f"{call['scorer']} got {len(call['audios'])} audios, not {len(seeds)} seeds x 3")
@@ -155,10 +158,10 @@ def sweep_problems(run_dir):
         problems.append(f"MIX_BETA=0.4 reads as method off: {means[0.4]}")
     if rows[0.0]["effect clap status"] != "no effect":
         problems.append(f"MIX_BETA=0 says {rows[0.0]['effect clap status']!r}")
-    seeds = main.eval_seeds(cfg_of(SCENARIOS["sweep"]))
+    seeds = settings.eval_seeds(cfg_of(SCENARIOS["sweep"]))
     for seed in seeds:
-        off = (run_dir / main.wav_name("manipulated_MIX_BETA-0", seed, seeds[0])).read_bytes()
-        if off != (run_dir / main.wav_name("baseline_edited", seed, seeds[0])).read_bytes():
+        off = (run_dir / audio_io.wav_name("manipulated_MIX_BETA-0", seed, seeds[0])).read_bytes()
+        if off != (run_dir / audio_io.wav_name("baseline_edited", seed, seeds[0])).read_bytes():
             problems.append(f"seed {seed}: the method-off setting's audio is not baseline_edited's")
     if sorted(int(r["rank"]) for r in rows.values()) != [1, 2]:
         problems.append("the settings are not ranked")
@@ -213,12 +216,12 @@ MUTANTS = {
     "rows reach the evaluation in the wrong order": (
         ("results = evaluate(audio, seeds,", "results = evaluate(audio[:, [1, 0, 2]], seeds,"), "on", "handoff"),
     "the classifier is told the wrong sample rate": (
-        ("sample_rate=sample_rate(models), tolerance=", "sample_rate=2 * sample_rate(models), tolerance="),
+        ("sample_rate=models.sample_rate, tolerance=", "sample_rate=2 * models.sample_rate, tolerance="),
         "on", "handoff"),
     "E_final's reach reads baseline_edited": (
-        ("reach = e_final_reach(claps)", "reach = e_final_reach(claps, row=1)"), "on", "reach"),
+        ("reach = evaluation.e_final_reach(claps)", "reach = evaluation.e_final_reach(claps, row=1)"), "on", "reach"),
     "a sweep setting is judged on the first setting's row": (
-        ("rows=(0, 1, 2 + j)", "rows=(0, 1, 2)"), "sweep", "sweep"),
+        ("rows=(0, 1, 2 + j)", "rows=(0, 1, 2)"), "sweep", "sweep", "sweep.py"),
     "MASK_THRESHOLD ignored": (
         ('step3_patch_weights(M_neg, M_pos, cfg["MASK_THRESHOLD"]', 'step3_patch_weights(M_neg, M_pos, 0.5'),
         "on", "wiring"),
@@ -237,11 +240,14 @@ CHECKS = {"handoff": lambda d, h: handoff_problems(d, h), "reach": lambda d, h: 
 
 @pytest.mark.parametrize("name", list(MUTANTS))
 def test_a_broken_handoff_is_caught(name, tmp_path):
-    edit, scenario, check = MUTANTS[name]
-    import sys
-    module = mutant(edit)
-    try:
-        run_dir, handed = run(module, scenario, tmp_path)
-    finally:
-        sys.modules.pop("main_mutant", None)
+    edit, scenario, check, *where = MUTANTS[name]
+    if where:   # a module below main.py: main runs with the mis-wired copy in its place
+        with installed_mutant(edit, where[0]) as module:
+            run_dir, handed = run(module, scenario, tmp_path)
+    else:
+        module = mutant(edit)
+        try:
+            run_dir, handed = run(module, scenario, tmp_path)
+        finally:
+            sys.modules.pop("main_mutant", None)
     assert CHECKS[check](run_dir, handed), f"the {check} check missed: {name}"

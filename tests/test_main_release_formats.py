@@ -11,21 +11,22 @@ import shutil
 
 import numpy as np
 import pytest
+import release_formats as rf
 import soundfile as sf
 import torch
 
-import evaluation
+import loader
 import main
 import mask
 import metrics
-import release_formats as rf
+import scorers
 import util
 from model import aldm, detect, pipeline
 from model import checkpoints as ck
 
 ROOT = main.Path(__file__).resolve().parent.parent
 LOADER_CACHES = [util._load_clip, mask._load_sam2, detect._load_yolo, pipeline._load_ssv2a, aldm._load_audioldm,
-                 evaluation._load_clap, evaluation._load_ast]
+                 scorers._load_clap, scorers._load_ast]
 
 
 def _clear_loaders():
@@ -43,7 +44,7 @@ def release(tmp_path_factory):
     ckpts.mkdir()
     models = {"clip": util.tiny_clip(seed=11), "sam2": mask._tiny_sam2.__wrapped__(12, "cpu"),
               "yolo": detect.tiny_yolo(seed=13, class_bias=0.0), "ssv2a": pipeline.tiny_ssv2a(seed=14),
-              "aldm": aldm.tiny_audioldm(seed=15), "ast": evaluation.tiny_ast.__wrapped__(seed=16)}
+              "aldm": aldm.tiny_audioldm(seed=15), "ast": scorers.tiny_ast.__wrapped__(seed=16)}
     rf.clip_torchscript(models["clip"][0], ckpts / "ViT-L-14.pt")
     rf.sam2_release(models["sam2"].predictor.model, ckpts / "sam2.1_hiera_large.pt")
     models["yolo"].save(ckpts / "yolov8x-oiv7.pt")
@@ -55,7 +56,7 @@ def release(tmp_path_factory):
     roberta = RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
                             intermediate_size=37, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
                             bos_token_id=0, eos_token_id=2)
-    clap = evaluation.build_clap_model(roberta)   # HTSAT-tiny at its real size, a tiny RoBERTa text branch
+    clap = scorers.build_clap_model(roberta)   # HTSAT-tiny at its real size, a tiny RoBERTa text branch
     torch.save(rf.clap_training_checkpoint(clap.state_dict()), ckpts / "630k-audioset-best.pt")
     models["clap"] = clap
     # the .bin copies the hub also holds are pickles that would run code: nothing may ever read them
@@ -134,7 +135,7 @@ def test_the_real_main_path_runs_end_to_end_on_release_files(release, real_run, 
     assert code == 0
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished" and record["smoke"] is False and not run_dir.name.endswith("_smoke")
-    assert set(record["model_load_s"]) == set(main.Models.NAMES)
+    assert set(record["model_load_s"]) == set(loader.Models.NAMES)
     assert {"results.json", "scores.png", "manipulated.wav", "manipulated_seed43.wav"} <= set(record["outputs"])
     assert not release["marker"].exists(), "a pickle in the snapshot was unpickled"
 

@@ -8,6 +8,8 @@ swapped weight, the wrong crops, or another row's seed shows up as a named probl
 check_wiring() is also run on deliberately mis-wired copies of main.py (a source edit each, executed as
 its own module), which it must catch: the test of the test.
 """
+import contextlib
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -20,8 +22,11 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+import audio_io
+import inputs
 import main
 import mask
+import settings
 import util
 from model import aldm, detect, pipeline
 
@@ -31,8 +36,8 @@ ARGS = ["--smoke", "--EVAL_SEEDS=2"]
 
 
 def smoke_cfg():
-    cfg = main.default_config()
-    main.parse_args(ARGS, cfg)
+    cfg = settings.default_config(main)
+    settings.parse_args(ARGS, cfg)
     return cfg
 
 
@@ -104,7 +109,7 @@ def crops_embeddings(image, boxes):
 def check_wiring(run_dir, cfg):
     """Every way this run's folder can disagree with the plan, as a list of problems ([] = wired right)."""
     e = torch.load(run_dir / "embeddings.pt", weights_only=True)
-    prompts = main.parse_prompts(cfg["SAM2_PROMPTS"])
+    prompts = inputs.parse_prompts(cfg["SAM2_PROMPTS"])
     problems = []
 
     def expect(ok, what):
@@ -155,7 +160,7 @@ def check_wiring(run_dir, cfg):
            "slots after the crops are not zero")
     # step 7: each row of each seed through cycle_mix and AudioLDM with that seed alone
     ssv2a, pipe = pipeline.tiny_ssv2a(), aldm.tiny_audioldm()
-    seeds = main.eval_seeds(cfg)
+    seeds = settings.eval_seeds(cfg)
     expect(e["seeds"].tolist() == seeds, f"the run's seeds {e['seeds'].tolist()} are not {seeds}")
     for s, seed in enumerate(seeds):
         claps = torch.cat([ssv2a.cycle_mix(slots[r:r + 1], its=cfg["CYCLE_ITS"], samples=cfg["CYCLE_SAMPLES"],
@@ -164,10 +169,10 @@ def check_wiring(run_dir, cfg):
         expect(close(e["claps"][s], claps, atol=1e-5), f"the remix CLAPs of seed {seed} are not cycle_mix of its rows")
         audio = aldm.emb_to_audio(pipe, claps, duration=cfg["DURATION"], steps=cfg["DDIM_STEPS"],
                                   guidance=cfg["GUIDANCE"], seed=seed)
-        for r, name in enumerate(main.AUDIO_NAMES):
-            wav, _ = sf.read(run_dir / main.wav_name(name, seed, seeds[0]), dtype="float32")
+        for r, name in enumerate(audio_io.AUDIO_NAMES):
+            wav, _ = sf.read(run_dir / audio_io.wav_name(name, seed, seeds[0]), dtype="float32")
             expect(close(wav, np.clip(audio[r], -1, 1), atol=2 / 32767),
-                   f"{main.wav_name(name, seed, seeds[0])} is not the audio of row {name}, seed {seed}")
+                   f"{audio_io.wav_name(name, seed, seeds[0])} is not the audio of row {name}, seed {seed}")
     return problems
 
 
@@ -198,6 +203,30 @@ def mutant(edit, filename="main.py"):
     sys.modules[name] = module
     exec(compile(source.replace(old, new), str(ROOT / filename), "exec"), module.__dict__)
     return module
+
+
+@contextlib.contextmanager
+def installed_mutant(edit, filename):
+    """main, with a mis-wired copy of one of the modules below it (sweep.py, runs.py, ...) put in place of the
+    real one: in sys.modules and in every module of ours that holds the module or one of its functions. main.py
+    itself is mutated with mutant() and called directly; everything is restored afterwards."""
+    name = Path(filename).stem
+    real = importlib.import_module(name)
+    module = mutant(edit, filename)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(sys.modules, name, module)
+            for other in list(sys.modules.values()):
+                if other is module or not str(getattr(other, "__file__", "") or "").startswith(str(ROOT)):
+                    continue
+                for attr, value in list(vars(other).items()):
+                    if value is real:
+                        mp.setattr(other, attr, module)
+                    elif getattr(value, "__module__", None) == name and getattr(real, attr, None) is value:
+                        mp.setattr(other, attr, getattr(module, attr))
+            yield main
+    finally:
+        sys.modules.pop(name + "_mutant", None)
 
 
 # wirings broken on purpose; each must be caught (more handoff breaks after step 7: test_main_handoff.py)

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from model import checkpoints as ck
-from model.networks import build_networks, draw, gaussian_noise, l2_normalize, mean_of_draws
-from model.pipeline import (SSV2A, TINY_SSV2A_CONFIG, CheckpointMismatchError, load_ssv2a, slots_to_clap,
-                            tiny_ssv2a)
+from model.networks import draw, gaussian_noise, l2_normalize, mean_of_draws
+from model.pipeline import SSV2A, TINY_SSV2A_CONFIG, CheckpointMismatchError, load_ssv2a, slots_to_clap, tiny_ssv2a
 
 SSV2A_REF = Path(__file__).resolve().parent / "reference" / "ssv2a"
 STATES = ("manifold_state", "generator_state", "remixer_state")

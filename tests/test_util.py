@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REFERENCE_DIR
 from PIL import Image
 
 import util
-from conftest import REFERENCE_DIR
 
 GOLDEN = torch.load(REFERENCE_DIR / "util_golden.pt", weights_only=True)
 TOL = 1e-5

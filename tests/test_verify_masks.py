@@ -12,7 +12,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+import inputs
 import mask
+import settings
 import verify_masks
 from util import load_image_rgb
 
@@ -46,9 +48,9 @@ def prompt_lines(text):
 def through_mains_command_line(line, other='"duck": {}'):
     """The printed entry pasted into --SAM2_PROMPTS={...} with a second object, read by main.py's own parser."""
     import main
-    cfg = main.default_config()
-    main.parse_args(["--SAM2_PROMPTS={" + line.strip() + " " + other + "}"], cfg)
-    return cfg["SAM2_PROMPTS"], main.parse_prompts(cfg["SAM2_PROMPTS"])[0]
+    cfg = settings.default_config(main)
+    settings.parse_args(["--SAM2_PROMPTS={" + line.strip() + " " + other + "}"], cfg)
+    return cfg["SAM2_PROMPTS"], inputs.parse_prompts(cfg["SAM2_PROMPTS"])[0]
 
 
 # -----------------------------------------------------------------------------

@@ -17,9 +17,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import main
 from conftest import free_port
+
+import errors
+import inputs
+import main
+import manifest
+import runs
+import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"
@@ -171,18 +176,18 @@ def test_interrupted_after_two_pairs_then_resumed_ends_equal(reference, tmp_path
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        runs = list(tmp_path.glob(f"*/{RUNNING_PAIRS[1]}/run.json"))
-        if runs and main.read_run_json(runs[0].parent).get("status") == "finished":
+        attempts = list(tmp_path.glob(f"*/{RUNNING_PAIRS[1]}/run.json"))
+        if attempts and runs.read_run_json(attempts[0].parent).get("status") == "finished":
             break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)   # Ctrl-C while pair 3 runs
+    proc.send_signal(signal.SIGINT)   # Ctrl-C while pair 3 attempts
     assert proc.wait(timeout=120) == 130, proc.stderr.read()[-2000:]
     (run_dir,) = tmp_path.iterdir()
-    assert main.read_run_json(run_dir)["status"] == "interrupted" and not (run_dir / "pairs.csv").exists()
+    assert runs.read_run_json(run_dir)["status"] == "interrupted" and not (run_dir / "pairs.csv").exists()
     kept = {f: (run_dir / f / "manipulated.wav").stat().st_mtime_ns for f in RUNNING_PAIRS[:2]}
-    assert main.read_run_json(run_dir / RUNNING_PAIRS[2]).get("status") in ("interrupted", None)
+    assert runs.read_run_json(run_dir / RUNNING_PAIRS[2]).get("status") in ("interrupted", None)
 
-    # resumed once, and pair 4 runs out of memory this time: it is marked failed, the others go on
+    # resumed once, and pair 4 attempts out of memory this time: it is marked failed, the others go on
     monkeypatch.setattr(main, "step7_audio", oom_in_pair_4(main.step7_audio))
     assert main.main(["--resume", str(run_dir)]) == 0
     monkeypatch.undo()
@@ -200,7 +205,7 @@ def test_interrupted_after_two_pairs_then_resumed_ends_equal(reference, tmp_path
     assert {f: (run_dir / f / "manipulated.wav").stat().st_mtime_ns for f in RUNNING_PAIRS[:2]} == kept
     earlier = sorted(p.name for p in (run_dir / "earlier_attempts").iterdir())
     assert "pair004_cat-to-astronaut_try1" in earlier and "pairs_try1.csv" in earlier   # nothing thrown away
-    record = main.read_run_json(run_dir)
+    record = runs.read_run_json(run_dir)
     assert record["status"] == "finished" and [r["previous_status"] for r in record["resumed"]] == [
         "interrupted", "finished"]
 
@@ -225,8 +230,8 @@ def test_manifest_saved_by_excel_with_a_byte_order_mark_reads(tmp_path):
     text = write_manifest(tmp_path / "plain.csv").read_text()
     bom = tmp_path / "excel.csv"
     bom.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    rows = main.read_manifest(bom)
-    assert list(rows[0])[0] == "original" and rows == main.read_manifest(tmp_path / "plain.csv")
+    rows = manifest.read_manifest(bom)
+    assert list(rows[0])[0] == "original" and rows == manifest.read_manifest(tmp_path / "plain.csv")
 
 
 def test_manifest_in_latin1_names_the_encoding(tmp_path, capsys):
@@ -240,12 +245,12 @@ def test_manifest_in_latin1_names_the_encoding(tmp_path, capsys):
 
 
 def test_duplicate_rows_are_found_whatever_the_path_spelling(tmp_path, capsys):
-    manifest = write_manifest(tmp_path / "pairs.csv")
-    m = main.prepare_manifest(main.default_config(), manifest)
+    csv_path = write_manifest(tmp_path / "pairs.csv")
+    m = manifest.prepare_manifest(settings.default_config(main), csv_path)
     assert [p[0] for p in m.pairs] == [1, 2, 3, 4, 6] and m.duplicates == [{"pair": 5, "same_as": 1}]
     assert "WARNING: manifest row 5 repeats row 1" in capsys.readouterr().out
     # the same images with other points, or other kept sources, are other pairs
-    assert len({main.pair_key(images, prompts, cfg) for _, cfg, images, prompts, _ in m.pairs}) == 5
+    assert len({manifest.pair_key(images, prompts, cfg) for _, cfg, images, prompts, _ in m.pairs}) == 5
 
 
 def test_reference_audio_column_and_flag_are_checked_before_any_model(tmp_path, capsys):
@@ -254,14 +259,83 @@ def test_reference_audio_column_and_flag_are_checked_before_any_model(tmp_path, 
     with_ref = tmp_path / "with_ref.csv"
     with_ref.write_text("\n".join([text[0] + ",reference_audio", text[1] + f",{real / 'tone220.wav'}",
                                    text[2] + ",real", text[3] + ","]) + "\n")
-    m = main.prepare_manifest(main.default_config(), with_ref)
+    m = manifest.prepare_manifest(settings.default_config(main), with_ref)
     assert m.reference == [str(real / "tone220.wav"), str(tmp_path / "real")]
     broken = tmp_path / "broken.csv"
     broken.write_text("\n".join([text[0] + ",reference_audio", text[1] + ",nothere.wav"]) + "\n")
-    with pytest.raises(main.UserError, match="row 1: reference_audio nothere.wav not found"):
-        main.prepare_manifest(main.default_config(), broken)
+    with pytest.raises(errors.UserError, match="row 1: reference_audio nothere.wav not found"):
+        manifest.prepare_manifest(settings.default_config(main), broken)
     assert main.main(["--smoke", "--reference", str(real)]) == 2
     assert "--reference is read by a manifest run only" in capsys.readouterr().err
     assert main.main(["--smoke", f"--OUTPUT_DIR={tmp_path / 'out'}", "--manifest", str(with_ref),
                       "--reference", str(tmp_path / "nope")]) == 2
     assert "--reference" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+# -----------------------------------------------------------------------------
+# manifests through main.main (from the first manifest tests)
+
+def test_smoke_manifest_checks_every_row_first_and_summarises_what_each_pair_has(tmp_path, capsys):
+    manifest = tmp_path / "pairs.csv"
+    images = ROOT / "images"
+    manifest.write_text(
+        "original,edited,remove,remove_x,remove_y,add,add_x,add_y,kept\n"
+        f"{images / 'original.jpg'},{images / 'edited.jpg'},cat,448,330,astronaut,410;370,130;460,rocket\n"
+        f"{images / 'missing.jpg'},{images / 'edited.jpg'},cat,448,330,astronaut,410,130,rocket\n"
+        f"{images / 'original.jpg'},{images / 'edited.jpg'},cat,9000,330,astronaut,410,130,rocket\n"
+        f"{images / 'original.jpg'},{images / 'edited.jpg'},cat,448,330,astronaut,410,130,launch pad\n")
+    out_dir = tmp_path / "out"
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out_dir}", "--EVAL_SEEDS=2", "--manifest", str(manifest)]) == 0
+    out = capsys.readouterr().out
+    # broken rows are reported before any model loads
+    assert out.index("SKIPPED pair 2") < out.index("Loading every model")
+    assert "image not found" in out and "SKIPPED pair 3" in out and "outside" in out
+    (run_dir,) = out_dir.iterdir()
+    table = list(csv.DictReader(open(run_dir / "pairs.csv")))
+    # every row is in the table with its status; the metrics are over the finished ones
+    assert [(r["pair"], r["status"]) for r in table] == [("1", "finished"), ("2", "skipped"), ("3", "skipped"),
+                                                        ("4", "finished")]
+    assert "image not found" in table[1]["error"]
+    table = [r for r in table if r["status"] == "finished"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["completed"] == 2 and [s["pair"] for s in summary["skipped"]] == [2, 3]
+    metrics = summary["metrics"]
+    assert metrics["effect audioset contrast mean"]["n"] == 2 and "std" in metrics["effect audioset contrast mean"]
+    assert sum(summary["statuses"]["headline"].values()) == 2
+    # rows that name different kept sources: each kept check is summarised over the pairs that have it
+    assert metrics["effect audioset kept_within_tolerance:rocket mean"]["n"] == 1
+    assert metrics["effect clap kept_within_tolerance:launch pad mean"]["n"] == 1
+    assert (run_dir / table[0]["folder"] / "manipulated.wav").is_file()
+    assert json.loads((run_dir / table[1]["folder"] / "run.json").read_text())["status"] == "finished"
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+
+
+def test_the_shipped_example_manifest_parses():
+    rows = manifest.read_manifest(ROOT / "images" / "pairs.csv")
+    cfg = manifest.pair_config(settings.default_config(main), rows[0], ROOT / "images")
+    images, prompts, notes = inputs.prepare_inputs(cfg)
+    assert [p.name for p in images] == ["original.jpg", "edited.jpg"] and notes == []
+    assert (prompts[1].name, prompts[1].points, prompts[1].labels) == ("astronaut", [[410.0, 130.0], [370.0, 460.0]],
+                                                                       [1, 1])
+
+
+def test_manifest_rows_with_empty_coordinates_find_the_object_by_name():
+    row = {"original": "original.jpg", "edited": "edited.jpg", "remove": "cat", "remove_x": "", "remove_y": "",
+           "add": "astronaut", "add_x": "410", "add_y": "130"}
+    cfg = manifest.pair_config(settings.default_config(main), row, ROOT / "images")
+    assert cfg["SAM2_PROMPTS"] == {"cat": {}, "astronaut": {"x": [410], "y": [130], "labels": [1]}}
+    _, prompts, _ = inputs.prepare_inputs(cfg)
+    assert prompts[0].by_text and prompts[0].text == "a photo of a cat" and not prompts[1].by_text
+
+
+def test_smoke_manifest_with_empty_coordinates_runs(tmp_path):
+    manifest = tmp_path / "pairs.csv"
+    images = ROOT / "images"
+    manifest.write_text("original,edited,remove,remove_x,remove_y,add,add_x,add_y,kept\n"
+                        f"{images / 'original.jpg'},{images / 'edited.jpg'},cat,,,astronaut,,,rocket\n")
+    out = tmp_path / "out"
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out}", "--EVAL_SEEDS=1", "--manifest", str(manifest)]) == 0
+    (run_dir,) = out.iterdir()
+    (pair,) = [p for p in run_dir.iterdir() if p.is_dir()]
+    record = json.loads((pair / "run.json").read_text())
+    assert record["status"] == "finished" and record["masks"]["added"]["text"] == "a photo of an astronaut"

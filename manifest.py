@@ -1,0 +1,428 @@
+"""Manifests: many edit pairs from a CSV, the models loaded once, shared out over GPUs with accelerate.
+
+    python main.py --manifest pairs.csv                              # one process
+    accelerate launch --multi_gpu --num_processes 4 main.py --manifest pairs.csv   # one process per GPU
+    python main.py --resume outputs/<run>                            # finished pairs kept, the rest redone
+
+Every row is checked before any model loads (a broken row is reported and skipped; a repeated row runs once).
+Each pair runs the plan's main_pipeline in its own sub-folder pairNNN_<removed>-to-<added>/ with its own
+run.json; a pair that fails is recorded and the others go on. When every process is done, the main process
+reads the pair folders back and writes pairs.csv (one row per manifest row, its status and verdict columns)
+and summary.json (means and stds over the finished pairs, and the set-level FAD / FD / KL of metrics.py).
+"""
+import contextlib
+import csv
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from errors import UserError
+from inputs import prepare_inputs, source_names
+from loader import load_models
+from runs import keep_aside, new_run_dir, read_run_json, recorded_run, run_file, run_record, write_csv, write_json
+from settings import check_settings, default_config
+
+MANIFEST_COLUMNS = ["original", "edited", "remove", "remove_x", "remove_y", "add", "add_x", "add_y"]
+MANIFEST_HELP = ("columns: original, edited, remove, remove_x, remove_y, [remove_labels], add, add_x, add_y, "
+                 "[add_labels], [kept], [eval_labels]; several points as 410;370, kept as dog;rocket, "
+                 "eval_labels as cat=a cat meowing;duck=a duck quacking; empty x and y = find the object by name")
+
+
+def read_manifest(path):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"manifest not found: {path}. A CSV with a header row; {MANIFEST_HELP}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")   # -sig: Excel's "CSV UTF-8" starts with a byte-order mark
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise UserError(f"manifest {path} is not UTF-8 text: byte {data[err.start]:#04x} on line {line} is not "
+                        f"valid UTF-8, so the file was saved in another encoding (Latin-1 / Windows-1252, as "
+                        f"Excel's plain 'CSV' does). Save it as 'CSV UTF-8', or convert it: iconv -f latin1 -t utf-8 "
+                        f"{path} > {path.with_name(path.stem + '_utf8.csv')}") from None
+    rows = list(csv.DictReader(text.splitlines()))
+    missing = [c for c in MANIFEST_COLUMNS if not rows or c not in rows[0]]
+    if not rows or missing:
+        raise UserError(f"manifest {path} " + (f"lacks columns {', '.join(missing)}" if rows else "has no rows")
+                        + f"; {MANIFEST_HELP}")
+    return rows
+
+
+def pair_config(cfg, row, manifest_dir):
+    """The run config of one manifest row (paths relative to the manifest's folder, then IMAGE_DIR)."""
+    def numbers(text, what):
+        try:
+            return [float(v) if "." in v else int(v) for v in str(text or "").replace(",", ";").split(";") if v.strip()]
+        except ValueError:
+            raise UserError(f"{what}={text!r} is not a number or a ;-separated list of numbers") from None
+
+    def image(name):
+        p = Path(name)
+        return str(manifest_dir / p) if not p.is_absolute() and (manifest_dir / p).is_file() else name
+
+    prompts = {}
+    for role in ("remove", "add"):
+        name = (row.get(role) or "").strip()
+        if not name:
+            raise UserError(f"the '{role}' column is empty: name the object to {role}")
+        xs, ys = numbers(row[f"{role}_x"], f"{role}_x"), numbers(row[f"{role}_y"], f"{role}_y")
+        if not xs and not ys:
+            prompts[name] = {}   # empty coordinates: find the object by its name
+            continue
+        labels = numbers(row.get(f"{role}_labels") or ";".join(["1"] * len(xs)), f"{role}_labels")
+        prompts[name] = {"x": xs, "y": ys, "labels": labels}
+    labels = dict(cfg["EVAL_LABELS"])
+    for item in (row.get("eval_labels") or "").split(";"):
+        if "=" in item:
+            name, text = item.split("=", 1)
+            labels[name.strip()] = text.strip()
+    kept = [k.strip() for k in (row.get("kept") or "").split(";") if k.strip()]
+    return {**cfg, "ORIGINAL": image((row.get("original") or "").strip()),
+            "EDITED": image((row.get("edited") or "").strip()), "SAM2_PROMPTS": prompts, "EVAL_LABELS": labels,
+            "KEPT_SOURCES": kept if row.get("kept") is not None else cfg["KEPT_SOURCES"],
+            # optional column audio_input: the recording A_0 of this pair (step 8); empty = the run's AUDIO_INPUT
+            "AUDIO_INPUT": image(row["audio_input"].strip()) if (row.get("audio_input") or "").strip()
+            else cfg["AUDIO_INPUT"]}
+
+
+@dataclass
+class Manifest:
+    """A manifest checked row by row before any model loads."""
+    path: Path                    # the CSV read
+    base_dir: Path                # relative image paths are relative to this folder (the manifest's own)
+    rows: list                    # every row as read
+    pairs: list                   # [(row number, cfg, images, prompts, notes)] of the rows that run
+    skipped: list                 # rows the pre-check refused: {pair, original, edited, error}
+    duplicates: list              # rows equal to an earlier one: {pair, same_as}; they run once
+    notes: list                   # warnings for run.json
+    source: str = ""              # the user's manifest file (a resumed run reads its copy in the run folder)
+    reference: list = None        # real audio to compare the sets with: files / folders (reference_audio, --reference)
+
+
+def pair_folder(i, prompts):
+    """The sub-folder of manifest row i: the same name in every process and every resume."""
+    from util import safe_name
+    return f"pair{i:03d}_{safe_name(prompts[0].name)}-to-{safe_name(prompts[1].name)}"
+
+
+def pair_key(images, prompts, p_cfg):
+    """What makes two rows the same run: the images (resolved), objects, points, labels and kept sources."""
+    from dataclasses import asdict
+    return json.dumps([[str(Path(p).resolve()) for p in images], [asdict(p) for p in prompts],
+                       p_cfg["EVAL_LABELS"], p_cfg["KEPT_SOURCES"]], sort_keys=True, default=str)
+
+
+def prepare_manifest(cfg, manifest, base_dir=None):
+    """Every row checked before any model loads; duplicates of an earlier row are warned about and run once."""
+    rows = read_manifest(manifest)
+    base_dir = Path(base_dir) if base_dir else Path(manifest).resolve().parent
+    pairs, skipped, duplicates, notes, seen = [], [], [], [], {}
+    for i, row in enumerate(rows, start=1):
+        try:
+            p_cfg = pair_config(cfg, row, base_dir)
+            images, prompts, pair_notes = prepare_inputs(p_cfg)
+        except (UserError, ValueError) as err:
+            print(f"SKIPPED pair {i} ({row.get('original')} -> {row.get('edited')}): {err}")
+            skipped.append({"pair": i, "original": row.get("original"), "edited": row.get("edited"),
+                            "error": str(err)})
+            continue
+        key = pair_key(images, prompts, p_cfg)
+        if key in seen:
+            note = (f"manifest row {i} repeats row {seen[key]} (same images, objects, points and labels): "
+                    f"it runs once, as pair {seen[key]}, and counts once in the summary")
+            print(f"WARNING: {note}")
+            notes.append(note)
+            duplicates.append({"pair": i, "same_as": seen[key]})
+            continue
+        seen[key] = i
+        pairs.append((i, p_cfg, images, prompts, pair_notes))
+    if not pairs:
+        raise UserError(f"no row of {manifest} can run ({len(skipped)} skipped, reasons above); nothing was run")
+    reference = []
+    for i, row in enumerate(rows, start=1):   # reference_audio: a file or folder of real audio per row (optional)
+        ref = (row.get("reference_audio") or "").strip()
+        path = Path(ref) if Path(ref).is_absolute() else base_dir / ref
+        if ref and not path.exists():
+            raise UserError(f"manifest row {i}: reference_audio {ref} not found (looked at {path})")
+        if ref and str(path) not in reference:
+            reference.append(str(path))
+    return Manifest(Path(manifest), base_dir, rows, pairs, skipped, duplicates, notes, reference=reference)
+
+
+def manifest_state(cfg):
+    """accelerate's PartialState: this process's index and the process count under `accelerate launch` (or
+    torchrun); one process, index 0, under plain python. Smoke and DEVICE=cpu runs share out over gloo. A
+    process that has finished its pairs waits MANIFEST_WAIT_HOURS for the others."""
+    from datetime import timedelta
+    from accelerate import PartialState
+    return PartialState(cpu=cfg["SMOKE"] or cfg["DEVICE"] == "cpu", timeout=timedelta(hours=cfg["MANIFEST_WAIT_HOURS"]))
+
+
+def resume_target(run_dir, cfg, defaults):
+    """The run folder, config and manifest of `--resume outputs/<run>`: UserError when it is not a manifest run.
+    defaults: main.py's constants (settings.default_config), which the command line may not change on a resume."""
+    run_dir = Path(run_dir)
+    record = read_run_json(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"--resume {run_dir}: no such folder; give a manifest's run folder, e.g. "
+                        f"--resume outputs/<timestamp>_manifest-pairs")
+    if not record:
+        raise UserError(f"--resume {run_dir}: the folder has no readable run.json, so it is not a run folder")
+    if record.get("mode") != "manifest" or not (run_dir / "manifest.csv").is_file():
+        raise UserError(f"--resume {run_dir}: only a manifest run can be resumed (its run.json says mode "
+                        f"{record.get('mode')!r}{'' if (run_dir / 'manifest.csv').is_file() else ', and it has no manifest.csv'})")
+    given = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "DEVICE" and v != defaults.get(k)}
+    if given:
+        raise UserError(f"--resume runs with the settings the run started with (run.json); only --DEVICE may "
+                        f"change. Got {', '.join(sorted(given))}")
+    resumed = {**defaults, **record["config"], "DEVICE": cfg["DEVICE"] or record["config"]["DEVICE"]}
+    resumed["DDIM_STEPS"], resumed["_STEPS_GIVEN"] = record["sampler"]["steps"], True
+    return run_dir, resumed, record
+
+
+def run_manifest_job(plan, cfg, mode, target):
+    """--manifest FILE or --resume RUN_DIR, in each process accelerate started (or the only one); each pair
+    runs plan.main_pipeline (main.py) in its own sub-folder."""
+    import torch
+    state = manifest_state(cfg)
+    main_process = state.is_main_process
+    run_dir = previous = data = None
+    # the checks and model loading print once, from the main process; the others check the same rows silently
+    with contextlib.redirect_stdout(io.StringIO()) if not main_process else contextlib.nullcontext():
+        if mode == "resume":
+            run_dir, cfg, previous = resume_target(target, cfg, default_config(plan))
+            manifest = prepare_manifest(cfg, run_dir / "manifest.csv", base_dir=previous["manifest_dir"])
+            manifest.source, manifest.reference = previous["manifest"], previous.get("reference", [])
+            print(f"Resuming {run_dir} (it ended {previous.get('status')!r}) with the settings it started with"
+                  + (" (smoke models)" if cfg["SMOKE"] else ""))
+        else:
+            check_settings(cfg)
+            manifest = prepare_manifest(cfg, target)
+            manifest.source = str(manifest.path.resolve())
+            if cfg.get("_REFERENCE"):   # --reference DIR: a folder of real audio for every pair
+                if not Path(cfg["_REFERENCE"]).is_dir():
+                    raise UserError(f"--reference {cfg['_REFERENCE']}: not a folder (give a folder of real audio)")
+                manifest.reference.append(str(Path(cfg["_REFERENCE"]).resolve()))
+        asked_device = cfg["DEVICE"]   # what run.json keeps, so that --resume lets each process pick its GPU again
+        if state.num_processes > 1 and cfg["DEVICE"] in ("", "cuda") and state.device.type == "cuda":
+            cfg["DEVICE"] = str(state.device)   # one GPU per process: cuda:<local rank>
+        sources = [(p_cfg, source_names(p_cfg, prompts)) for _, p_cfg, _, prompts, _ in manifest.pairs]
+        notes = list(dict.fromkeys(n for *_, pair_notes in manifest.pairs for n in pair_notes))
+        for note in notes:
+            print(f"WARNING: {note}")
+        models, class_notes = load_models(cfg, sources)
+        for note in class_notes:
+            print(f"  AudioSet classes: {note}")
+    if mode == "manifest":
+        if main_process:
+            name = cfg["RUN_NAME"] or f"manifest-{Path(target).stem}"
+            run_dir = new_run_dir(cfg["OUTPUT_DIR"], name + ("_smoke" if cfg["SMOKE"] else ""))
+            with open(run_dir / "manifest.csv", "xb") as f:   # the rows as run: --resume reads this copy
+                f.write(manifest.path.read_bytes())
+        from accelerate.utils import broadcast_object_list
+        run_dir = Path(broadcast_object_list([str(run_dir)])[0])   # the main process's folder, for every process
+    if main_process:
+        print(f"Run folder: {run_dir}\nDevice: {models.device}; processes: {state.num_processes}")
+        data = {**run_record(cfg, models, "manifest", notes=manifest.notes + notes + class_notes),
+                "manifest": manifest.source, "reference": manifest.reference,
+                "manifest_dir": str(manifest.base_dir), "processes": state.num_processes}
+        data["config"]["DEVICE"] = asked_device
+        if previous:
+            data = {**{k: v for k, v in previous.items() if k not in ("outputs", "ended", "error", "traceback")},
+                    "resumed": previous.get("resumed", []) + [{
+                        "at": datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+                        "previous_status": previous.get("status"), "processes": state.num_processes}]}
+    start = time.perf_counter()
+    torch.set_grad_enabled(False)
+    try:
+        with recorded_run(run_dir, data) if main_process else contextlib.nullcontext() as record:
+            run_manifest(plan, cfg, models, run_dir, manifest, record, state)
+    finally:
+        torch.set_grad_enabled(True)
+    if main_process:
+        print(f"\nDone in {time.perf_counter() - start:.1f} s. Everything is in {run_dir}/")
+    return 0
+
+
+def run_pair(plan, pair, models, run_dir, process):
+    """One manifest row in its own sub-folder with its own run.json. A failure of any kind (a CUDA
+    out-of-memory included) is recorded there and returns False, so the other pairs go on; Ctrl-C stops."""
+    import torch
+    i, p_cfg, images, prompts, notes = pair
+    pair_dir = run_file(run_dir, pair_folder(i, prompts))
+    if pair_dir.exists():   # a failed or interrupted attempt (--resume): kept aside, never overwritten
+        keep_aside(run_dir, pair_dir)
+    pair_dir.mkdir()
+    print(f"\n##### pair {i}: {images[0]} -> {images[1]} (process {process['index']}) #####")
+    try:
+        with recorded_run(pair_dir, {**run_record(p_cfg, models, "run", images, prompts, notes),
+                                     "pair": i, "process": process}) as pair_record:
+            try:
+                plan.main_pipeline(p_cfg, models, pair_dir, images, prompts, pair_record)
+            finally:   # kept with the pair's run.json however it ends
+                pair_record.data["process"] = {**process, **peak_memory(models.device)}
+        return True
+    except Exception as err:   # noqa: BLE001 -- recorded in the pair's run.json (with its traceback)
+        print(f"FAILED pair {i}: {type(err).__name__}: {err}")
+        if models.device.type == "cuda":
+            torch.cuda.empty_cache()   # an out-of-memory pair must not starve the next one
+        return False
+
+
+def peak_memory(device):
+    """This process's peak resident memory (and CUDA memory) so far, in MiB."""
+    import resource
+    import torch
+    peak = {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        peak["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return peak
+
+
+def run_manifest(plan, cfg, models, run_dir, manifest, record, state):
+    """This process's share of the pairs not finished yet; then (main process) the table of all of them."""
+    from tqdm import tqdm
+    todo = [p for p in manifest.pairs if read_run_json(run_dir / pair_folder(p[0], p[3])).get("status") != "finished"]
+    if state.is_main_process:
+        print(f"Manifest {manifest.path}: {len(manifest.rows)} rows, {len(manifest.pairs)} pairs, "
+              f"{len(manifest.skipped)} skipped, {len(manifest.duplicates)} duplicates; "
+              f"{len(manifest.pairs) - len(todo)} finished earlier, {len(todo)} to run on {state.num_processes} "
+              f"process(es)")
+    state.wait_for_everyone()   # every process has listed the same pairs before any pair folder changes
+    with state.split_between_processes(todo) as mine:
+        mine = list(mine)
+    process = {"index": state.process_index, "of": state.num_processes}
+    # several processes: each one's pair output goes to its own log, the console shows one bar per process
+    log = open(run_dir / f"process{state.process_index}.log", "a") if state.num_processes > 1 else None
+    bar = tqdm(total=len(mine), desc=f"process {state.process_index}", unit="pair", position=state.process_index,
+               file=sys.stderr, dynamic_ncols=True)
+    failed = 0
+    try:
+        with contextlib.redirect_stdout(log) if log else contextlib.nullcontext():
+            for pair in mine:
+                if not run_pair(plan, pair, models, run_dir, process):
+                    failed += 1
+                    bar.write(f"pair {pair[0]} FAILED (process {state.process_index}); see its run.json",
+                              file=sys.stderr)
+                bar.update(1)
+                bar.set_postfix(failed=failed)
+                if record is not None:
+                    record.update(**manifest_counts(run_dir, manifest))
+    finally:
+        bar.close()
+        if log:
+            log.close()
+    state.wait_for_everyone()
+    if state.is_main_process:
+        return summarise_manifest(run_dir, manifest, record, set_metrics=manifest_set_metrics(run_dir, manifest, models))
+
+
+def manifest_counts(run_dir, manifest):
+    statuses = [read_run_json(run_dir / pair_folder(p[0], p[3])).get("status") for p in manifest.pairs]
+    return {"pairs_done": statuses.count("finished"), "pairs_failed": statuses.count("failed")}
+
+
+def manifest_table(run_dir, manifest):
+    """One row per manifest row, read back from the pair folders (whichever process or attempt made them)."""
+    import verdict
+    table, processes = [], {}
+    for i, p_cfg, images, prompts, notes in manifest.pairs:
+        folder = pair_folder(i, prompts)
+        pair = read_run_json(run_dir / folder)
+        row = {"pair": i, "status": pair.get("status", "not run"), "original": str(images[0]),
+               "edited": str(images[1]), "folder": folder}
+        if row["status"] == "finished":
+            row.update(verdict.verdict_columns(json.loads((run_dir / folder / "results.json").read_text())))
+        else:
+            row["error"] = pair.get("error", "")
+        proc = pair.get("process", {})
+        if "peak_rss_mib" in proc:
+            p = processes.setdefault(proc["index"], {"pairs": 0})
+            p["pairs"] += 1
+            for k in ("peak_rss_mib", "peak_cuda_mib"):
+                if k in proc:
+                    p[k] = max(p.get(k, 0), proc[k])
+        table.append(row)
+    table += [{"pair": s["pair"], "status": "skipped", "original": s["original"], "edited": s["edited"],
+               "error": s["error"]} for s in manifest.skipped]
+    by_pair = {r["pair"]: r for r in table}
+    table += [{"pair": d["pair"], "status": f"duplicate of pair {d['same_as']}",
+               "original": by_pair[d["same_as"]]["original"], "edited": by_pair[d["same_as"]]["edited"],
+               "folder": by_pair[d["same_as"]].get("folder", "")} for d in manifest.duplicates]
+    return sorted(table, key=lambda r: r["pair"]), processes
+
+
+def manifest_set_metrics(run_dir, manifest, models):
+    """FAD (VGGish), FD and KL (PANNs CNN14) between the manifest's three audio sets and against the reference
+    audio; a missing checkpoint is reported, never fatal: the pairs are done by now."""
+    import metrics
+    from model.checkpoints import CheckpointError
+    print("\nSet-level figures (FAD with VGGish, FD and KL with PANNs CNN14) over the finished pairs ...")
+    figures = {}
+    try:
+        embedder = metrics.tiny_vggish() if models.smoke else metrics.load_vggish(models.device)
+        figures = metrics.manifest_fads(run_dir, embedder, reference=manifest.reference)
+    except (CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"  FAD skipped: {err}")
+        figures["skipped"] = f"{err}; once fixed: python evaluation.py fad {run_dir}"
+    try:
+        scorer = metrics.tiny_cnn14() if models.smoke else metrics.load_cnn14(models.device)
+        figures["panns"] = metrics.manifest_panns(run_dir, scorer, reference=manifest.reference)
+    except (CheckpointError, FileNotFoundError, ValueError, ImportError) as err:
+        print(f"  FD / KL skipped: {err}")
+        figures["panns"] = {"skipped": f"{err}; once fixed: python evaluation.py fd {run_dir}"}
+    return figures
+
+
+def summarise_manifest(run_dir, manifest, record=None, set_metrics=None):
+    """pairs.csv (every row, with its status) and summary.json (means and stds over the finished pairs)."""
+    import numpy as np
+    table, processes = manifest_table(run_dir, manifest)
+    finished = [r for r in table if r["status"] == "finished"]
+    failed = [{k: r[k] for k in ("pair", "original", "edited", "folder", "error")}
+              for r in table if r["status"] not in ("finished", "skipped") and not r["status"].startswith("duplicate")]
+    for name in ("pairs.csv", "summary.json"):   # an earlier attempt's table (--resume): kept aside
+        if (run_dir / name).exists():
+            keep_aside(run_dir, run_dir / name)
+    write_csv(run_file(run_dir, "pairs.csv"), table)
+    summary = {"manifest": manifest.source or str(manifest.path), "pairs": len(manifest.rows), "completed": len(finished),
+               "failed": failed, "skipped": manifest.skipped, "duplicates": manifest.duplicates, "metrics": {},
+               "statuses": {}, "set_metrics": set_metrics or {}}
+    # each metric over the pairs that have it: rows may name different kept sources
+    keys = list(dict.fromkeys(k for r in finished for k in r if k != "pair"))
+    for key in keys:
+        present = [r[key] for r in finished if key in r]
+        if present and all(isinstance(v, (int, float)) for v in present):
+            values = np.array(present, dtype=float)
+            summary["metrics"][key] = {"mean": float(values.mean()), "n": len(values),
+                                       "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        elif key == "headline" or key.endswith(" status"):
+            summary["statuses"][key] = {s: present.count(s) for s in dict.fromkeys(present)}
+    write_json(run_file(run_dir, "summary.json"), summary)
+    if record is not None:
+        record.update(processes_peak_memory=processes, **manifest_counts(run_dir, manifest))
+    print(f"\nManifest done: {len(finished)} of {len(manifest.rows)} rows finished, {len(failed)} failed, "
+          f"{len(manifest.skipped)} skipped, {len(manifest.duplicates)} duplicates")
+    for r in failed:
+        print(f"  FAILED pair {r['pair']}: {r['error'][:200]} (run.json in {r['folder']})")
+    for key in [k for k in summary["statuses"] if k == "headline" or k.count(" ") == 2]:
+        counts = ", ".join(f"{n} {s}" for s, n in summary["statuses"][key].items())
+        print(f"  {key:32s} {counts}")
+    for key in [k for k in summary["metrics"] if k.endswith(" contrast mean")]:
+        m = summary["metrics"][key]
+        print(f"  {key:32s} mean over pairs {m['mean']:+.4f}  std {m['std']:.4f}  (n={m['n']})")
+    if set_metrics and "fad" in set_metrics:
+        import metrics
+        print(metrics.format_fads(set_metrics))
+    if set_metrics and "fd" in set_metrics.get("panns", {}):
+        import metrics
+        print(metrics.format_panns(set_metrics["panns"], "kl"))
+    print(f"Per-pair table: {run_dir / 'pairs.csv'}; means and stds: {run_dir / 'summary.json'}")
+    if failed:
+        print(f"Redo the failed pairs (finished ones are kept): python main.py --resume {run_dir}")
+    return summary

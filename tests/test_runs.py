@@ -1,0 +1,220 @@
+"""runs.py: run folders, run.json and how a run ends (failed, interrupted, a signal, a full disk), result files."""
+import csv
+import errno
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from conftest import QUICK
+
+import main
+import runs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -----------------------------------------------------------------------------
+# what a run leaves behind
+
+def test_object_names_with_paths_never_write_outside_the_run_folder(tmp_path):
+    out = tmp_path / "deep" / "outputs"
+    before = {p for p in tmp_path.rglob("*")}
+    prompts = "{'a/../../../x': {'x': [448], 'y': [330]}, '/etc/Kätzchen 猫': {'x': [410], 'y': [130]}}"
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out}", f"--SAM2_PROMPTS={prompts}", "--EVAL_SEEDS=1",
+                      "--KEPT_SOURCES=[]", "--AUDIO_CLASSES={}"]) == 0
+    (run_dir,) = out.iterdir()
+    assert run_dir.name.endswith("_a-x-to-etc-Katzchen_smoke")
+    made = {p for p in tmp_path.rglob("*")} - before
+    assert all(p == out or p == out.parent or run_dir in p.parents or p == run_dir for p in made), made
+    assert {"mask_remove_a-x.png", "mask_add_etc-Katzchen.png"} <= {p.name for p in run_dir.iterdir()}
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["removed"] == "a/../../../x" and record["status"] == "finished"   # the name itself is kept
+
+
+def test_a_failing_run_says_so_in_run_json_and_keeps_what_it_made(tmp_path, monkeypatch, capsys):
+    import evaluation
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the classifier fell over")
+    monkeypatch.setattr(evaluation, "evaluate_run", broken)
+    out = tmp_path / "outputs"
+    with pytest.raises(RuntimeError, match="fell over"):
+        main.main(["--smoke", f"--OUTPUT_DIR={out}", "--EVAL_SEEDS=2"])
+    (run_dir,) = out.iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: the classifier fell over"
+    assert "fell over" in record["traceback"] and "ended" in record
+    made = {"baseline_original.wav", "manipulated_seed43.wav", "embeddings.pt", "mask_remove_cat.png"}
+    assert made <= set(record["outputs"]) and made <= {p.name for p in run_dir.iterdir()}
+    assert record["timings_s"]["step7_audio"] > 0 and record["svd"]["boost"]["k_effective"] == 5
+
+
+def test_an_interrupted_run_says_so_in_run_json(tmp_path, monkeypatch, capsys):
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(main, "step5_svd", ctrl_c)
+    out = tmp_path / "outputs"
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out}"]) == 130
+    assert "Interrupted" in capsys.readouterr().err
+    (run_dir,) = out.iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "interrupted" and "mask_remove_cat.png" in record["outputs"]
+    assert "step1_masks" in record["timings_s"]
+
+
+# -----------------------------------------------------------------------------
+# run folders, run.json, signals, a full disk
+
+def test_a_thousand_run_folders_in_one_second(tmp_path, monkeypatch):
+    class Frozen(runs.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return runs.datetime(2026, 1, 2, 3, 4, 5)
+    monkeypatch.setattr(runs, "datetime", Frozen)
+    made = {runs.new_run_dir(tmp_path, "x") for _ in range(1005)}   # the 1001st used to be a traceback
+    assert len(made) == 1005 and all(p.is_dir() and p.name.startswith("20260102-030405_x") for p in made)
+    assert all(p.stat().st_mode & 0o777 == 0o777 & ~runs._umask() for p in made)
+
+
+def test_run_json_records_pid_and_host_and_survives_a_full_disk(tmp_path, monkeypatch, capsys):
+    record = runs.RunRecord(tmp_path, {"mode": "run", "config": {"PAD": "x" * 2000}})
+    data = json.loads((tmp_path / "run.json").read_text())
+    assert data["pid"] == os.getpid() and data["host"] and data["status"] == "running"
+
+    real_write_text = Path.write_text
+
+    def full(self, text, *args, **kwargs):
+        if self.name == "run.json.tmp":
+            real_write_text(self, "")   # the file is created, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_text(self, text, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError):
+        record.update(step="audio")
+    assert not (tmp_path / "run.json.tmp").exists()                       # no 0-byte temp file
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "running"   # the last whole record
+    record.close("failed", error="OSError: [Errno 28] No space left on device")
+    data = json.loads((tmp_path / "run.json").read_text())                 # written over its own blocks
+    assert data["status"] == "failed" and "No space left" in data["error"] and "cut to these fields" in data["note"]
+    assert data["pid"] == os.getpid()
+
+
+def test_stop_signals_raise_like_ctrl_c():
+    with runs.stop_signals_as_interrupts():
+        with pytest.raises(runs.Stopped, match="SIGHUP"):
+            os.kill(os.getpid(), signal.SIGHUP)
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL   # restored
+
+
+def test_sigterm_during_a_run_is_recorded_like_ctrl_c(tmp_path, monkeypatch, capsys):
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)   # a cluster cancelling the job mid-run
+    monkeypatch.setattr(main, "step5_svd", terminated)
+    out = tmp_path / "outputs"
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out}", *QUICK]) == 128 + signal.SIGTERM
+    assert "Interrupted by SIGTERM" in capsys.readouterr().err
+    (run_dir,) = out.iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["error"].startswith("SIGTERM")
+    assert record["pid"] == os.getpid() and "mask_remove_cat.png" in record["outputs"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_full_disk_leaves_no_cut_file_and_says_so(tmp_path, monkeypatch, capsys):
+    import soundfile
+
+    def full_disk(file, data, *args, **kwargs):
+        file.write(b"RIFF" + b"\0" * 1000)   # part of the wav reached the disk, then it was full
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(soundfile, "write", full_disk)
+    out = tmp_path / "outputs"
+    assert main.main(["--smoke", f"--OUTPUT_DIR={out}", *QUICK]) == 1
+    err = capsys.readouterr().err
+    assert "Error: the disk is full (No space left on device) while writing" in err and "baseline_original.wav" in err
+    assert "Errno 28" not in err and "in full_disk" not in err   # the message, not the raw OSError
+    (run_dir,) = out.iterdir()
+    names = {p.name for p in run_dir.iterdir()}
+    assert not any(n.endswith(".wav") or n.startswith(".") or n.endswith(".tmp") for n in names), names
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed" and "No space left on device" in record["error"]
+    assert set(record["outputs"]) == names and "mask_remove_cat.png" in names
+
+
+def test_csv_cells_are_never_spreadsheet_formulas(tmp_path):
+    rows = [{"removed": "=HYPERLINK(\"http://x\")", "added": "+cmd", "other": "-2+3", "at": "@SUM(A1)", "n": -0.5,
+             "plain": "cat"}]
+    runs.write_csv(tmp_path / "t.csv", rows)
+    (row,) = csv.DictReader(open(tmp_path / "t.csv"))
+    assert row == {"removed": "'=HYPERLINK(\"http://x\")", "added": "'+cmd", "other": "'-2+3", "at": "'@SUM(A1)",
+                   "n": "-0.5", "plain": "cat"}
+
+
+def test_a_name_no_proposal_matches_leaves_no_failed_folder(tmp_path, capsys):
+    out = tmp_path / "outputs"
+    code = main.main(["--smoke", f"--OUTPUT_DIR={out}", *QUICK, "--TEXT_MIN_SCORE=1.0",
+                      "--SAM2_PROMPTS={'cat': {}, 'astronaut': {'x': [410], 'y': [130]}}"])
+    err = capsys.readouterr().err
+    # the message, not a raw one (a stale logging handler of an earlier test may print its own "Traceback")
+    assert code == 2 and "\nError: no SAM2 proposal in" in err and "looks like 'cat' to CLIP" in err, err
+    assert "NoMatchError:" not in err and "UserError:" not in err
+    assert list(out.iterdir()) == []   # nothing was made, so no folder of a failed run is left behind
+
+
+# -----------------------------------------------------------------------------
+# run_edit_pair: the one way an edit pair becomes a run folder (the command line's and the bench's)
+
+
+def smoke_models_and_inputs():
+    import inputs
+    import loader
+    import settings
+    cfg = {**settings.default_config(main), **settings.SMOKE_SETTINGS, "SMOKE": True}
+    images, prompts, notes = inputs.prepare_inputs(cfg)
+    return cfg, loader.Models(cfg), (images, prompts, notes)
+
+
+def test_a_run_refused_before_it_made_anything_leaves_no_folder(tmp_path):
+    import errors
+    cfg, models, inputs_ = smoke_models_and_inputs()
+    cfg["OUTPUT_DIR"] = str(tmp_path)
+
+    def refuses(cfg, models, run_dir, images, prompts, record, progress):
+        raise errors.UserError("no SAM2 proposal looks like 'cat'")
+    with pytest.raises(errors.UserError, match="no SAM2 proposal"):
+        runs.run_edit_pair(cfg, models, inputs_, refuses)
+    assert list(tmp_path.iterdir()) == [] and cfg["_RUN_DIR"] is None
+
+    def fails_later(cfg, models, run_dir, images, prompts, record, progress):
+        (run_dir / "mask_remove_cat.png").write_bytes(b"\x89PNG")
+        raise errors.UserError("the mask of 'cat' lies outside the centre square")
+    with pytest.raises(errors.UserError):
+        runs.run_edit_pair(cfg, models, inputs_, fails_later)
+    (run_dir,) = tmp_path.iterdir()   # what it made is kept, and run.json says why it ended
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "failed" and "outside the centre square" in record["error"]
+    assert record["outputs"] == ["mask_remove_cat.png"]
+
+
+def test_run_edit_pair_records_the_callers_fields_progress_and_a_cancel(tmp_path):
+    import errors
+    cfg, models, inputs_ = smoke_models_and_inputs()
+    cfg["OUTPUT_DIR"] = str(tmp_path)
+    told = []
+
+    def progress(step, k=None, n=None, run_dir=None):
+        told.append((step, run_dir))
+        if step == "masks":
+            raise errors.RunCancelled("cancelled from the browser before step 'masks'")
+
+    def pipeline(cfg, models, run_dir, images, prompts, record, progress):
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
+        progress("masks")
+    with pytest.raises(errors.RunCancelled):
+        runs.run_edit_pair(cfg, models, inputs_, pipeline, progress=progress, record={"app": "python app.py"})
+    (run_dir,) = tmp_path.iterdir()
+    assert told == [("started", run_dir), ("masks", None)]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "cancelled" and record["app"] == "python app.py" and record["removed"] == "cat"
+    assert run_dir.name.endswith("_cat-to-astronaut_smoke")
