@@ -26,14 +26,15 @@ from verdict import QUESTIONS, STATUS_COLOURS, VIEW_TITLES, build_verdict, check
 # the scores as a table
 
 def format_scores(scores, sources, rows=(0, 1, 2)):
-    """Mean ± std over seeds of each source's score per audio, for both scorers."""
+    """Mean ± std over seeds of each source's score per audio, for both scorers (AudioSet: probability; CLAP:
+    cosine with the source's own label)."""
     rows = list(rows)
     lines = [f"  {'source':14s}{'scorer':12s}" + "".join(f"{n:>22s}" for n in AUDIO_NAMES)]
     for source in sources:
         tables = []
         if source in scores["classifier"]:
             tables.append(("AudioSet", scores["classifier"][source][:, rows]))
-        tables.append(("CLAP", scores["clap_probs"][:, rows, scores["clap_source_index"][source]]))
+        tables.append(("CLAP cos", scores["clap"][source][:, rows]))
         for scorer, v in tables:
             cells = "".join(f"{mean_std_text(v[:, i]):>22s}" for i in range(3))
             lines.append(f"  {source:14s}{scorer:12s}{cells}")
@@ -51,7 +52,7 @@ def mean_std_text(x):
 def plot_scores(scores, sources, path, rows=(0, 1, 2), seeds=None, result=None):
     """Grouped bars (mean over seeds, error bar = std, dots = single seeds) for each scorer, and the verdict.
 
-    Left: the AudioSet classifier's score of each source; next: CLAP's label probability; then (with a
+    Left: the AudioSet classifier's score of each source; next: CLAP's cosine with each source's label; then (with a
     build_verdict result) one panel per question, method's own effect first: each check's paired difference
     (manipulated - baseline_edited, manipulated - baseline_original) by the headline's scorer, mean with its
     95% interval and status, seeds as dots, the effect floor / kept tolerance band shaded. Writes a PNG.
@@ -60,8 +61,8 @@ def plot_scores(scores, sources, path, rows=(0, 1, 2), seeds=None, result=None):
     rows = list(rows)
     panels = [("AudioSet classifier score (independent sigmoid)",
                {s: scores["classifier"][s][:, rows] for s in sources if s in scores["classifier"]}),
-              ("CLAP zero-shot probability (softmax over labels)",
-               {s: scores["clap_probs"][:, rows, scores["clap_source_index"][s]] for s in sources})]
+              ("CLAP cosine of the audio with the source's own label",
+               {s: scores["clap"][s][:, rows] for s in sources})]
     n_panels = 2 + (len(QUESTIONS) if result is not None else 0)
     fig = Figure(figsize=(max(4.8, 1.5 * len(sources) + 1.5) * n_panels, 5.0), layout="constrained")
     axes = fig.subplots(1, n_panels)
@@ -79,7 +80,8 @@ def plot_scores(scores, sources, path, rows=(0, 1, 2), seeds=None, result=None):
             for k in range(len(names)):
                 ax.scatter(np.full(vals.shape[1], pos[k]), vals[k], s=8, c="k", zorder=3)
         ax.set_xticks(x, names)
-        ax.set_ylim(0, 1.08)
+        if title.startswith("AudioSet"):
+            ax.set_ylim(0, 1.08)   # probabilities; CLAP's cosines keep their own (narrower, signed) range
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
     if result is not None:
@@ -100,7 +102,7 @@ def plot_scores(scores, sources, path, rows=(0, 1, 2), seeds=None, result=None):
                           rotation=12)
             ax.set_title(f"{info['title']} ({VIEW_TITLES[result['headline']['view']]}): manipulated - "
                          f"{info['base']}\nper seed, mean and 95% CI; grey: effect floor / kept tolerance\n"
-                         "green PASS, olive weak, red FAIL, grey no effect", fontsize=9)
+                         "green PASS, olive inconclusive, red FAIL, grey no effect", fontsize=9)
     n = len(seeds) if seeds is not None else scores["clap_probs"].shape[0]
     fig.suptitle(f"Scores per source and audio: mean ± std over {n} seed(s), dots = single seeds", fontsize=10)
     with new_file(path) as f:   # complete or absent, never replaced
@@ -234,12 +236,14 @@ def format_preservation(result, names=None):
 # one run
 
 def evaluate_run(audio, seeds, roles, run_dir, classifier, clap, class_map=None, clap_labels=None,
-                 sample_rate=16000, tolerance=0.05, extra=None, min_effect=0.01):
+                 sample_rate=16000, tolerance=0.05, extra=None, min_effect=0.01, class_min_similarity=None, **floors):
     """Score the three audios of every seed, print the verdict, write results.json, scores.png, spectrograms.png.
 
     audio: [S, 3, T] (seeds x baseline_original, baseline_edited, manipulated); seeds: the S seeds.
     roles: {'removed', 'added', 'kept'} source names. extra: more entries for results.json (e.g. how far
-    E_final moved the remix). Never overwrites: an existing run_dir/results.json raises FileExistsError first.
+    E_final moved the remix). class_min_similarity: the CLAP-text threshold of scorers.resolve_audio_classes;
+    floors: the CLAP and KL floors of verdict.build_verdict (clap_min_effect, clap_tolerance, kl_min_effect).
+    Never overwrites: an existing run_dir/results.json raises FileExistsError first.
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 3 or audio.shape[1] != 3 or audio.shape[0] != len(seeds):
@@ -252,10 +256,9 @@ def evaluate_run(audio, seeds, roles, run_dir, classifier, clap, class_map=None,
     if results_path.exists():
         raise FileExistsError(f"{results_path} already exists; evaluate into a new run folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    scores = score_run(audio, sources, classifier, clap, class_map or {}, clap_labels or {}, sample_rate)
-    for note in scores["notes"]:
-        print(f"  {note}")
-    result = build_verdict(scores, roles, tolerance, min_effect=min_effect)
+    scores = score_run(audio, sources, classifier, clap, class_map or {}, clap_labels or {}, sample_rate,
+                       **({} if class_min_similarity is None else {"class_min_similarity": class_min_similarity}))
+    result = build_verdict(scores, roles, tolerance, min_effect=min_effect, **floors)
     plot_scores(scores, sources, run_dir / "scores.png", seeds=seeds, result=result)
     plot_spectrograms(dict(zip(AUDIO_NAMES, audio[0])), sample_rate, run_dir / "spectrograms.png")
     results = {"seeds": [int(s) for s in seeds], "audios": list(AUDIO_NAMES), "sources": sources,
@@ -274,12 +277,13 @@ def scores_record(scores, sources, rows=(0, 1, 2)):
     rows = list(rows)
     classifier = {s: {n: scores["classifier"][s][:, r].tolist() for n, r in zip(AUDIO_NAMES, rows)}
                   for s in sources if s in scores["classifier"]}
-    clap = {s: {n: scores["clap_probs"][:, r, scores["clap_source_index"][s]].tolist()
-                for n, r in zip(AUDIO_NAMES, rows)} for s in sources}
-    return {"classifier": {"name": scores["classifier_name"], "classes": scores["classes"], "per_seed": classifier},
-            "clap": {"name": scores["clap_name"], "labels": scores["clap_labels"], "logit_scale": scores["logit_scale"],
-                     "per_seed": clap,
-                     "all_labels_per_seed": {n: scores["clap_probs"][:, r].tolist() for n, r in zip(AUDIO_NAMES, rows)}},
+    clap = {s: {n: scores["clap"][s][:, r].tolist() for n, r in zip(AUDIO_NAMES, rows)} for s in sources}
+    return {"classifier": {"name": scores["classifier_name"], "classes": scores["classes"],
+                           "judged_by": scores["judged_by"], "per_seed": classifier},
+            "clap": {"name": scores["clap_name"], "score": "cosine of the audio with the source's own label",
+                     "labels": scores["clap_labels"], "logit_scale": scores["logit_scale"], "per_seed": clap,
+                     "all_labels_per_seed": {n: scores["clap_probs"][:, r].tolist() for n, r in zip(AUDIO_NAMES, rows)},
+                     "all_labels": "softmax over the labels (the label-distribution KL's P)"},
             "notes": scores["notes"]}
 
 

@@ -180,7 +180,7 @@ def check_names(cfg, prompts):
 
 def check_audio_class_names(cfg, sources):
     """AUDIO_CLASSES against AudioSet's 527 names (model/audioset_labels.csv) before any model loads; the loaded
-    classifier's own names are checked again after it loads (loader.check_audio_classes)."""
+    classifier's own names are checked again after it loads, with the CLAP-text layer (loader.check_audio_classes)."""
     import scorers
     try:
         scorers.resolve_audio_classes(sources, cfg["AUDIO_CLASSES"], scorers.audioset_labels())

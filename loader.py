@@ -106,10 +106,13 @@ def check_checkpoints(cfg):
 
 
 def check_audio_classes(cfg, models, sources):
-    """AUDIO_CLASSES against the loaded classifier's own class names: UserError with close matches."""
+    """Which AudioSet classes judge each source (AUDIO_CLASSES checked against the loaded classifier's own names,
+    then the name and CLAP-text layers): UserError with close matches; notes for every source AUDIO_CLASSES
+    does not set."""
     import scorers
     try:
-        _, notes = scorers.resolve_audio_classes(sources, cfg["AUDIO_CLASSES"], models.ast.labels)
+        _, notes = scorers.resolve_audio_classes(sources, cfg["AUDIO_CLASSES"], models.ast.labels, models.clap,
+                                                 cfg["EVAL_LABELS"], cfg["EVAL_CLASS_MIN_SIMILARITY"])
     except ValueError as err:
         raise UserError(str(err)) from err
     return notes

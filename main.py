@@ -13,7 +13,8 @@ over several seeds.
     python main.py --manifest images/pairs.csv          # many edit pairs, models loaded once
 
 Every setting, name, image and checkpoint is checked before the first model runs. Every run writes a new
-folder outputs/<timestamp>_<name>/ and its run.json says how it ended; nothing is ever overwritten.
+folder outputs/<timestamp>_<name>/; every file in it is written once, except run.json, which the run rewrites
+(atomically) as it goes and when it ends, to say how it ended.
 """
 import sys
 from pathlib import Path
@@ -43,8 +44,11 @@ SAM2_PROMPTS = {
 }
 KEPT_SOURCES = ["rocket"]            # sound sources in both images: their scores should stay put
 # AudioSet classes of each sound source for the verdict's classifier (exact display names of the 527 in
-# model/audioset_labels.csv). A source not listed is matched by name ('dog' -> 'Dog'); [] = no AudioSet
-# class: that source is judged by CLAP instead. AudioSet has no rocket; a launch sounds like a jet engine.
+# model/audioset_labels.csv): the researcher's choice, named 'a proxy' when no listed class carries the name.
+# A source not listed is matched by the words of the display names ('dogs' -> 'Dog', 'tigers' -> 'Roaring cats
+# (lions, tigers)'), else by the names CLAP's text encoder puts nearest to its CLAP label (at least
+# EVAL_CLASS_MIN_SIMILARITY); [] = no AudioSet class: CLAP alone judges it. AudioSet has no rocket and no
+# astronaut: a launch sounds like a jet engine, an astronaut on the radio like speech.
 AUDIO_CLASSES = {
     "cat": ["Cat", "Meow", "Purr"],
     "astronaut": ["Speech", "Male speech, man speaking", "Female speech, woman speaking", "Narration, monologue"],
@@ -53,9 +57,13 @@ AUDIO_CLASSES = {
 # CLAP zero-shot label per source name (the second view); a source without an entry gets "the sound of a
 # <name>"; extra entries are extra labels to choose from (distractors)
 EVAL_LABELS = {"cat": "a cat meowing", "astronaut": "a person talking", "rocket": "a rocket engine roaring"}
+EVAL_CLASS_MIN_SIMILARITY = 0.5      # CLAP text cosine a nearest AudioSet name needs to judge an unlisted source, 0.4-0.7
 EVAL_TOLERANCE = 0.05                # kept sources may move this much in probability and still pass, 0.0-0.2
+EVAL_TOLERANCE_CLAP = 0.015          # the same for CLAP's cosine with a kept source's label, 0.0-0.05
 EVAL_SEEDS = 3                       # draws of the three audios (seeds SEED, SEED+1, ...), 3-10; 1 = one draw
 EVAL_MIN_EFFECT = 0.01               # effect floor: an up/down change of a probability below it is 'no effect', 0.01
+EVAL_MIN_EFFECT_CLAP = 0.003         # effect floor of CLAP's cosines (per-source scores, embedding distances), 0.003
+EVAL_MIN_EFFECT_KL = 0.0002          # effect floor of the label-distribution KL, in nats, 0.0002
 SVD_K = 5                            # top singular values to modify, 1-15 (must stay below the region's rank)
 SVD_ALPHA = 0.3                      # suppression factor for the removed object, 0.1-0.5 (1 = no effect)
 SVD_BETA = 1.5                       # boost factor for the added object, 1.1-3.0 (1 = no effect)
@@ -85,8 +93,10 @@ EDIT_STRENGTH = 0.5                  # fraction of AudioLDM's schedule re-run fr
 EDIT_METHOD = "ddpm-inversion"       # 'ddpm-inversion' (edit-friendly, exact), 'ddim-inversion' or 'sdedit'
 # grid for --sweep, e.g. {"SVD_K": [1, 5, 10], "SVD_ALPHA": [0.1, 0.3]}; the command line's --sweep wins
 SWEEP = {}
+CONFIRM_SEEDS = 10                   # fresh seeds that re-run a sweep's best and default settings, 5-20; 0 = off
 # many pairs (--manifest, under accelerate launch on several GPUs)
 MANIFEST_WAIT_HOURS = 72.0           # hours a process that is done waits for the others, 24-168
+MANIFEST_ADJUSTMENT = "holm"         # per-pair statuses adjusted for the number of pairs: 'holm' or 'bh'
 
 
 # -----------------------------------------------------------------------------
@@ -427,10 +437,11 @@ def main_pipeline(cfg, models, run_dir, images, prompts, record, progress=None):
 def evaluate(audio, seeds, cfg, prompts, models, run_dir, extra=None):
     """Plan step 9 on the three audios of every seed: scores, the verdict, figures, results.json."""
     import evaluation
+    import verdict
     return evaluation.evaluate_run(audio, seeds, roles_of(cfg, prompts), run_dir, models.ast, models.clap,
                                    class_map=cfg["AUDIO_CLASSES"], clap_labels=cfg["EVAL_LABELS"],
-                                   sample_rate=models.sample_rate, tolerance=cfg["EVAL_TOLERANCE"], extra=extra,
-                                   min_effect=cfg["EVAL_MIN_EFFECT"])
+                                   sample_rate=models.sample_rate, extra=extra,
+                                   class_min_similarity=cfg["EVAL_CLASS_MIN_SIMILARITY"], **verdict.floors_of(cfg))
 
 # -----------------------------------------------------------------------------
 

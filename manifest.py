@@ -8,7 +8,9 @@ Every row is checked before any model loads (a broken row is reported and skippe
 Each pair runs the plan's main_pipeline in its own sub-folder pairNNN_<removed>-to-<added>/ with its own
 run.json; a pair that fails is recorded and the others go on. When every process is done, the main process
 reads the pair folders back and writes pairs.csv (one row per manifest row, its status and verdict columns)
-and summary.json (means and stds over the finished pairs, and the set-level FAD / FD / KL of metrics.py).
+and summary.json: the headline over pairs (pairs as the unit: the mean of the per-pair effects with its interval
+over pairs and n; each pair's status adjusted for the number of pairs by Holm or Benjamini-Hochberg), means and
+stds over the finished pairs, and the set-level FAD / FD / KL of metrics.py.
 """
 import contextlib
 import csv
@@ -319,7 +321,8 @@ def run_manifest(plan, cfg, models, run_dir, manifest, record, state):
             log.close()
     state.wait_for_everyone()
     if state.is_main_process:
-        return summarise_manifest(run_dir, manifest, record, set_metrics=manifest_set_metrics(run_dir, manifest, models))
+        return summarise_manifest(run_dir, manifest, record, set_metrics=manifest_set_metrics(run_dir, manifest, models),
+                                  adjustment=cfg["MANIFEST_ADJUSTMENT"])
 
 
 def manifest_counts(run_dir, manifest):
@@ -337,7 +340,9 @@ def manifest_table(run_dir, manifest):
         row = {"pair": i, "status": pair.get("status", "not run"), "original": str(images[0]),
                "edited": str(images[1]), "folder": folder}
         if row["status"] == "finished":
-            row.update(verdict.verdict_columns(json.loads((run_dir / folder / "results.json").read_text())))
+            results = json.loads((run_dir / folder / "results.json").read_text())
+            row.update(verdict.verdict_columns(results))
+            row["_results"] = results   # for the headline over pairs; not a column
         else:
             row["error"] = pair.get("error", "")
         proc = pair.get("process", {})
@@ -379,11 +384,67 @@ def manifest_set_metrics(run_dir, manifest, models):
     return figures
 
 
-def summarise_manifest(run_dir, manifest, record=None, set_metrics=None):
-    """pairs.csv (every row, with its status) and summary.json (means and stds over the finished pairs)."""
+def effect_over_pairs(finished, method="holm"):
+    """The manifest's headline, pairs as the unit: for each scorer, the mean over pairs of each pair's own
+    method's-own-effect contrast (manipulated - baseline_edited, mean over its seeds), with its 95% interval over
+    pairs, n and status (against that scorer's floor), and each pair's status of that contrast adjusted for the
+    number of pairs (verdict.adjust_p: Holm or Benjamini-Hochberg). A scorer's figures hold only the pairs it
+    judged (a pair whose classifier judges neither object is in CLAP's only); units are never mixed.
+    Adds '<effect audioset|clap> contrast adjusted status' to each finished row. Returns {scorer: figures}."""
+    import verdict
+    out = {}
+    for view, short in verdict.SCORERS.items():
+        pairs = [(r, r["_results"]["method_effect"][view]["contrast"]) for r in finished
+                 if r["_results"]["method_effect"][view]["contrast"]]
+        if not pairs:
+            continue
+        unit = verdict.SCORES[view][1]
+        floor = pairs[0][0]["_results"]["floors"][unit]["floor"]
+        stats = verdict.paired_stats([c["mean"] for _, c in pairs], "up", min_effect=floor, unit=unit)
+        adjusted = verdict.adjusted_statuses([c for _, c in pairs], method)
+        label = f"{verdict.ADJUSTMENTS[method]} over {len(pairs)} pair(s)"
+        for (row, _), status in zip(pairs, adjusted):
+            row[f"effect {short} contrast adjusted status"] = status
+            row[f"effect {short} contrast adjustment"] = label
+        out[short] = {"what": f"method's own effect: change of {verdict.SCORES[view][0]}(added) - change of "
+                              f"{verdict.SCORES[view][0]}(removed), manipulated - baseline_edited; each pair's mean "
+                              f"over its seeds, then the mean over pairs (pairs as the unit)",
+                      "mean": stats["mean"], "std": stats["std"], "ci95": stats["ci95"], "n_pairs": stats["n"],
+                      "status": stats["status"], "floor": floor, "unit": unit, "pairs": [r["pair"] for r, _ in pairs],
+                      "per_pair_adjustment": label,
+                      "per_pair_statuses": {"unadjusted": _counts([c["status"] for _, c in pairs]),
+                                            "adjusted": _counts(adjusted)}}
+    return out
+
+
+def _counts(statuses):
+    return {s: statuses.count(s) for s in dict.fromkeys(statuses)}
+
+
+def over_pairs_lines(figures):
+    """The headline over pairs as printed: the first scorer's is the HEADLINE, the other's a second view."""
+    lines = []
+    for i, (short, f) in enumerate(figures.items()):
+        ci = f"95% CI [{f['ci95'][0]:+.4f}, {f['ci95'][1]:+.4f}]" if f["ci95"] else "no CI with one pair"
+        title = "HEADLINE over pairs" if i == 0 else "  second view"
+        lines.append(f"{title} ({short}; pairs as the unit): {f['mean']:+.4f} {ci} over {f['n_pairs']} pair(s), "
+                     f"floor {f['floor']:g} {f['unit']}: {f['status']}")
+        lines.append(f"    each pair's status of that contrast, adjusted by {f['per_pair_adjustment']}: "
+                     + ", ".join(f"{n} {s}" for s, n in f["per_pair_statuses"]["adjusted"].items())
+                     + "  (unadjusted: " + ", ".join(f"{n} {s}" for s, n in f["per_pair_statuses"]["unadjusted"].items())
+                     + ")")
+    return lines
+
+
+def summarise_manifest(run_dir, manifest, record=None, set_metrics=None, adjustment="holm"):
+    """pairs.csv (every row, with its status) and summary.json: the headline over pairs (pairs as the unit, with
+    each pair's status adjusted for the number of pairs), means and stds of every metric over the finished pairs."""
     import numpy as np
     table, processes = manifest_table(run_dir, manifest)
     finished = [r for r in table if r["status"] == "finished"]
+    over_pairs = effect_over_pairs(finished, adjustment)
+    for r in finished:
+        del r["_results"]
     failed = [{k: r[k] for k in ("pair", "original", "edited", "folder", "error")}
               for r in table if r["status"] not in ("finished", "skipped") and not r["status"].startswith("duplicate")]
     for name in ("pairs.csv", "summary.json"):   # an earlier attempt's table (--resume): kept aside
@@ -391,10 +452,10 @@ def summarise_manifest(run_dir, manifest, record=None, set_metrics=None):
             keep_aside(run_dir, run_dir / name)
     write_csv(run_file(run_dir, "pairs.csv"), table)
     summary = {"manifest": manifest.source or str(manifest.path), "pairs": len(manifest.rows), "completed": len(finished),
-               "failed": failed, "skipped": manifest.skipped, "duplicates": manifest.duplicates, "metrics": {},
-               "statuses": {}, "set_metrics": set_metrics or {}}
+               "headline_over_pairs": over_pairs, "failed": failed, "skipped": manifest.skipped,
+               "duplicates": manifest.duplicates, "metrics": {}, "statuses": {}, "set_metrics": set_metrics or {}}
     # each metric over the pairs that have it: rows may name different kept sources
-    keys = list(dict.fromkeys(k for r in finished for k in r if k != "pair"))
+    keys = list(dict.fromkeys(k for r in finished for k in r if k != "pair" and not k.startswith(("floor ", "tolerance "))))
     for key in keys:
         present = [r[key] for r in finished if key in r]
         if present and all(isinstance(v, (int, float)) for v in present):
@@ -410,12 +471,11 @@ def summarise_manifest(run_dir, manifest, record=None, set_metrics=None):
           f"{len(manifest.skipped)} skipped, {len(manifest.duplicates)} duplicates")
     for r in failed:
         print(f"  FAILED pair {r['pair']}: {r['error'][:200]} (run.json in {r['folder']})")
+    for line in over_pairs_lines(over_pairs):
+        print(line)
     for key in [k for k in summary["statuses"] if k == "headline" or k.count(" ") == 2]:
         counts = ", ".join(f"{n} {s}" for s, n in summary["statuses"][key].items())
-        print(f"  {key:32s} {counts}")
-    for key in [k for k in summary["metrics"] if k.endswith(" contrast mean")]:
-        m = summary["metrics"][key]
-        print(f"  {key:32s} mean over pairs {m['mean']:+.4f}  std {m['std']:.4f}  (n={m['n']})")
+        print(f"  {key:32s} {counts}   (per pair, unadjusted)")
     if set_metrics and "fad" in set_metrics:
         import metrics
         print(metrics.format_fads(set_metrics))

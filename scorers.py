@@ -2,11 +2,17 @@
 
 - The AudioSet classifier, the plan's "audio classifier": the Audio Spectrogram Transformer
   (MIT/ast-finetuned-audioset-10-10-0.4593, through transformers). Each AudioSet class has its own sigmoid,
-  so scores of different sources do not compete; a source's score is the max over its AudioSet classes
-  (AUDIO_CLASSES in main.py). A source with no AudioSet class is left to the CLAP view and listed so.
-- A second view, LAION-CLAP zero-shot (HTSAT-tiny + RoBERTa, 630k-audioset-best.pt): a softmax over a closed
-  list of text labels. Weaker evidence: raising P(added) pushes every other label down, and CLAP is the same
-  model family as the embedding that conditions AudioLDM, so it partly measures itself.
+  so scores of different sources do not compete; a source's score is the max over its AudioSet classes.
+  Which classes judge a source is decided in layers, and the layer is named everywhere the figure goes
+  (resolve_audio_classes): AUDIO_CLASSES (the researcher's choice; 'a proxy' when none of its classes carries
+  the source's name), a match on the words of AudioSet's display names, the names CLAP's text encoder puts
+  nearest to the source's label (above EVAL_CLASS_MIN_SIMILARITY), else CLAP alone.
+- A second view, LAION-CLAP zero-shot (HTSAT-tiny + RoBERTa, 630k-audioset-best.pt). A source's CLAP score
+  is the cosine of the audio's embedding with its own label's text embedding (the zero-shot logit before the
+  softmax), so another source's score cannot move it: a softmax over the run's closed label list would
+  lower the kept source's score whenever the added one rose, biasing the kept check toward FAIL exactly
+  when the method works. The softmax is kept only for the label-distribution KL. CLAP is the same model
+  family as the embedding that conditions AudioLDM, so it partly measures itself: weaker evidence.
 
 score_run puts every audio of every seed through both and returns plain arrays; verdict.py judges them.
 
@@ -416,42 +422,173 @@ def tiny_ast(seed=0):
     return AudioClassifier(model, ASTFeatureExtractor(), "cpu", name=f"tiny random AST (seed {seed})")
 
 
-def resolve_audio_classes(sources, class_map, labels):
-    """Which of the classifier's classes stand for each sound source: (source -> [class names], notes).
+# -----------------------------------------------------------------------------
+# which AudioSet classes judge each sound source: in layers, and the layer that decided is named
 
-    class_map[source] lists AudioSet display names (exact, as the model's id2label spells them); a source
-    missing from class_map is matched by name ('dog' -> 'Dog', 'rooster' -> 'Chicken, rooster'); an empty
-    list, or no match, means the source has no AudioSet class and its checks use CLAP instead (a note says so).
-    ValueError for a name the model does not know, listing the closest ones it does.
+CLASS_MIN_SIMILARITY = 0.5     # main.EVAL_CLASS_MIN_SIMILARITY's default (the CLAP-text layer's threshold)
+NEAREST_CLASSES = 3            # AudioSet classes the CLAP-text layer proposes per source
+LAYERS = ("AUDIO_CLASSES", "name match", "nearest by CLAP text", "CLAP alone")
+# plurals that no suffix rule undoes (AudioSet names animals and people in the singular: 'Goose', 'Mouse')
+IRREGULAR_SINGULARS = {"geese": "goose", "mice": "mouse", "oxen": "ox", "children": "child", "men": "man",
+                       "women": "woman", "people": "person", "teeth": "tooth", "feet": "foot", "lice": "louse",
+                       "calves": "calf", "wolves": "wolf", "leaves": "leaf", "knives": "knife", "wives": "wife"}
+# where in a display name the source's name was found, best first: a listener who says 'dogs' means 'Dog'
+# (the whole name), not the wild-canid 'Canidae, dogs, wolves' (a later part)
+NAME_PLACES = ("the whole name", "the first comma part", "a later comma part", "a part in the parentheses")
+
+
+def singular_forms(phrase):
+    """{phrase, and what its last word reads as in the singular}: 'dogs' -> {'dogs', 'dog'}, 'geese' -> {'geese',
+    'goose'}, 'church bells' -> {'church bells', 'church bell'}. Lower case, spaces collapsed. Every candidate is
+    kept (a rule may misfire: 'bus' -> 'bu'); two names match when their sets share a form."""
+    words = " ".join(str(phrase).lower().split()).split(" ")
+    head, last = words[:-1], words[-1]
+    forms = {last}
+    if last in IRREGULAR_SINGULARS:
+        forms.add(IRREGULAR_SINGULARS[last])
+    if last.endswith("ies") and len(last) > 4:
+        forms.add(last[:-3] + "y")
+    if last.endswith("ves") and len(last) > 4:
+        forms |= {last[:-3] + "f", last[:-3] + "fe"}
+    if last.endswith(("ses", "xes", "zes", "ches", "shes")):
+        forms.add(last[:-2])
+    if last.endswith("s") and not last.endswith("ss") and len(last) > 3:
+        forms.add(last[:-1])
+    return {" ".join(head + [f]) for f in forms}
+
+
+def name_places(label):
+    """[(place index in NAME_PLACES, term)] of an AudioSet display name: 'Roaring cats (lions, tigers)' ->
+    [(0, 'roaring cats'), (3, 'lions'), (3, 'tigers')]; 'Canidae, dogs, wolves' -> [(1, 'canidae'),
+    (2, 'dogs'), (2, 'wolves')]; a name of one part is 'the whole name'."""
+    outside, _, rest = label.partition("(")
+    parts = [p.strip().lower() for p in outside.split(",") if p.strip()]
+    places = [(0, parts[0])] if len(parts) == 1 else [(1, parts[0])] + [(2, p) for p in parts[1:]]
+    places += [(3, p.strip().lower()) for p in rest.rpartition(")")[0].split(",") if p.strip()]
+    return places
+
+
+def name_match(source, labels):
+    """(AudioSet names, where found) matched by the words of their display names: the source's name (singular
+    or plural) equal to the whole name, a comma-separated part or a part in parentheses. Only the best place
+    found counts ('dogs' -> ['Dog'], found as the whole name); ([], None) when no name holds it."""
+    forms = singular_forms(source)
+    best, found = len(NAME_PLACES), []
+    for label in labels:
+        places = [place for place, term in name_places(label) if singular_forms(term) & forms]
+        if places and min(places) < best:
+            best, found = min(places), [label]
+        elif places and min(places) == best:
+            found.append(label)
+    return found, (NAME_PLACES[best] if found else None)
+
+
+def nearest_classes(query, class_embs, labels, k=NEAREST_CLASSES):
+    """The k AudioSet names whose text embeddings are nearest (cosine) to one query embedding:
+    [(name, similarity)], nearest first, and the median similarity over every name (the scale of the figure)."""
+    q = F.normalize(torch.as_tensor(_as_numpy(query), dtype=torch.float64).reshape(1, -1), dim=-1)
+    c = F.normalize(torch.as_tensor(_as_numpy(class_embs), dtype=torch.float64), dim=-1)
+    sims = (q @ c.T)[0]
+    top = torch.topk(sims, min(k, len(labels)))
+    return [(labels[int(i)], float(s)) for s, i in zip(top.values, top.indices)], float(sims.median())
+
+
+def clap_text_layer(text, query, class_embs, labels, min_similarity=CLASS_MIN_SIMILARITY):
+    """The CLAP-text layer's decision for one source: the NEAREST_CLASSES display names nearest to its CLAP label
+    (query: the label's text embedding; class_embs: the names'), proposed with their cosine similarity; those
+    that reach min_similarity judge the source, and if none does, CLAP alone judges it."""
+    proposed, median = nearest_classes(query, class_embs, labels)
+    used = [(n, s) for n, s in proposed if s >= min_similarity]
+    shown = ", ".join(f"{n!r} {s:.2f}" for n, s in proposed)
+    if used:
+        entry = {"classes": [n for n, _ in used], "layer": "nearest by CLAP text",
+                 "why": f"nearest by CLAP text {used[0][1]:.2f}",
+                 "detail": f"nearest by CLAP text to {text!r}: {shown} (used: >= {min_similarity:g}; median over "
+                           f"the {len(labels)} names {median:.2f})"}
+    else:
+        entry = {"classes": [], "layer": "CLAP alone",
+                 "why": f"CLAP alone: nearest class {proposed[0][1]:.2f} < {min_similarity:g}",
+                 "detail": f"no name match, and the AudioSet names nearest to {text!r} by CLAP text ({shown}; "
+                           f"median {median:.2f}) stay below EVAL_CLASS_MIN_SIMILARITY={min_similarity:g}"}
+    return {**entry, "proposed": [[n, round(s, 4)] for n, s in proposed]}
+
+
+def class_text_embeddings(clap, labels):
+    """CLAP text embeddings of the classifier's display names, computed once per scorer and list of names."""
+    key = tuple(labels)
+    cache = clap.__dict__.setdefault("_class_text_embeddings", {})
+    if key not in cache:
+        cache[key] = clap.text_embeddings(list(labels))
+    return cache[key]
+
+
+def resolve_audio_classes(sources, class_map, labels, clap=None, clap_labels=None,
+                          min_similarity=CLASS_MIN_SIMILARITY):
+    """Which of the classifier's classes judge each sound source, and why: (source -> judged, notes).
+
+    judged = {'classes': [names], 'layer': one of LAYERS, 'why': the short reason that goes into every table,
+    'detail': one line for people, 'proposed': [[name, similarity], ...] (CLAP-text layer)}. Layers, in order:
+      1. AUDIO_CLASSES (class_map): the researcher's choice, exact display names; 'a proxy' when none of them
+         carries the source's name (the example's 'astronaut' -> Speech); [] there = CLAP alone, on purpose.
+      2. name match: the source's name, singular or plural, is a display name, a comma-separated part of one
+         or a part in its parentheses ('tigers' -> 'Roaring cats (lions, tigers)', 'geese' -> 'Goose').
+      3. nearest by CLAP text: the display names CLAP's text encoder puts nearest to the source's CLAP label
+         (clap_label: EVAL_LABELS' text, else 'the sound of a <name>'), the NEAREST_CLASSES of them whose cosine
+         similarity reaches min_similarity. Needs clap (a ClapScorer); without it this layer is skipped.
+      4. CLAP alone: no AudioSet class judges the source; the classifier's checks leave it out.
+    ValueError for an AUDIO_CLASSES name the classifier does not know, listing the closest ones it has.
     """
-    import difflib
     labels = list(labels)
-    resolved, notes = {}, []
+    judged, notes = {}, []
     for source in sources:
         names = class_map.get(source)
-        if names is None:
-            key = source.strip().lower()
-            names = [lab for lab in labels
-                     if key == lab.lower() or key in [part.strip().lower() for part in lab.split(",")]][:1]
-            if names:
-                notes.append(f"'{source}' -> AudioSet class {names[0]!r} (matched by name)")
-        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"AUDIO_CLASSES[{source!r}] must be a list of AudioSet class names, got {names!r}")
-        unknown = [n for n in names if n not in labels]
-        if unknown:
-            lower = {lab.lower(): lab for lab in labels}
-            hints = []
-            for n in unknown:
-                close = difflib.get_close_matches(n, labels, n=4, cutoff=0.5)
-                close += [lab for lab in labels if n.lower() in lab.lower() and lab not in close][:4]
-                close = ([lower[n.lower()]] if n.lower() in lower else []) + [c for c in close if c.lower() != n.lower()]
-                hints.append(f"{n!r} (close: {', '.join(repr(c) for c in close[:5]) or 'none'})")
-            raise ValueError(f"AUDIO_CLASSES[{source!r}]: the classifier has no class " + "; ".join(hints)
-                             + ". Use the exact AudioSet display names (model/audioset_labels.csv)")
-        if not names:
-            notes.append(f"'{source}' has no AudioSet class: only the CLAP view judges it")
-        resolved[source] = list(names)
-    return resolved, notes
+        if names is not None:
+            check_class_names(source, names, labels)
+        matched, place = name_match(source, labels)
+        if names is not None and names:
+            shared = [n for n in names if n in matched]
+            entry = {"classes": list(names), "layer": "AUDIO_CLASSES",
+                     "why": "set in AUDIO_CLASSES" if shared else "set in AUDIO_CLASSES: a proxy",
+                     "detail": (f"set in AUDIO_CLASSES (the name matches {shared[0]!r})" if shared else
+                                f"set in AUDIO_CLASSES: a proxy the researcher chose (" + (
+                                    f"the name matches {', '.join(map(repr, matched))}, which is not listed)"
+                                    if matched else f"no AudioSet class is named {source!r})"))}
+        elif names is not None:
+            entry = {"classes": [], "layer": "CLAP alone", "why": "CLAP alone: [] in AUDIO_CLASSES",
+                     "detail": "AUDIO_CLASSES gives it no AudioSet class ([]): only the CLAP view judges it"}
+        elif matched:
+            entry = {"classes": matched, "layer": "name match", "why": "name match",
+                     "detail": f"name match: {source!r} matches {place} of " + ", ".join(map(repr, matched))}
+        elif clap is None:
+            entry = {"classes": [], "layer": "CLAP alone", "why": "CLAP alone: no name match",
+                     "detail": "no AudioSet name holds it (the CLAP-text layer needs the loaded CLAP)"}
+        else:
+            text = clap_label(source, clap_labels or {})
+            entry = clap_text_layer(text, clap.text_embeddings([text])[0], class_text_embeddings(clap, labels), labels,
+                                    min_similarity)
+        judged[source] = entry
+        if entry["layer"] != "AUDIO_CLASSES":
+            notes.append(f"{source!r} -> {', '.join(map(repr, entry['classes'])) or 'no AudioSet class'}: "
+                         f"{entry['detail']}")
+    return judged, notes
+
+
+def check_class_names(source, names, labels):
+    """ValueError unless names is a list of the classifier's own display names (close matches suggested)."""
+    import difflib
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"AUDIO_CLASSES[{source!r}] must be a list of AudioSet class names, got {names!r}")
+    unknown = [n for n in names if n not in labels]
+    if unknown:
+        lower = {lab.lower(): lab for lab in labels}
+        hints = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, labels, n=4, cutoff=0.5)
+            close += [lab for lab in labels if n.lower() in lab.lower() and lab not in close][:4]
+            close = ([lower[n.lower()]] if n.lower() in lower else []) + [c for c in close if c.lower() != n.lower()]
+            hints.append(f"{n!r} (close: {', '.join(repr(c) for c in close[:5]) or 'none'})")
+        raise ValueError(f"AUDIO_CLASSES[{source!r}]: the classifier has no class " + "; ".join(hints)
+                         + ". Use the exact AudioSet display names (model/audioset_labels.csv)")
 
 
 def source_scores(class_probs, resolved, labels):
@@ -507,15 +644,29 @@ def clap_label_list(sources, clap_labels):
 # -----------------------------------------------------------------------------
 # scoring a run: every audio of every seed, by both scorers
 
-def score_run(audio, sources, classifier, clap, class_map, clap_labels, sample_rate=16000):
+def source_cosines(audio_embs, text_embs):
+    """[B, L] cosine of each audio embedding with each label's text embedding: CLAP's zero-shot logit before the
+    temperature and the softmax. Column l depends on label l alone, so no other label can move it."""
+    a = F.normalize(torch.as_tensor(_as_numpy(audio_embs), dtype=torch.float64), dim=-1)
+    t = F.normalize(torch.as_tensor(_as_numpy(text_embs), dtype=torch.float64), dim=-1)
+    if a.ndim != 2 or t.ndim != 2 or a.shape[1] != t.shape[1]:
+        raise ValueError(f"need audio [B, D] and text [L, D] embeddings, got {tuple(a.shape)} and {tuple(t.shape)}")
+    return torch.stack([a @ t[i] for i in range(len(t))], dim=1)   # column by column: not even rounding is shared
+
+
+def score_run(audio, sources, classifier, clap, class_map, clap_labels, sample_rate=16000,
+              class_min_similarity=CLASS_MIN_SIMILARITY):
     """Both scorers on a table of audios.
 
     audio: [S, R, T] (seeds x audio rows) float waveforms. sources: the sound-source names to score.
-    class_map: source -> AudioSet class names (see resolve_audio_classes); clap_labels: source -> CLAP text
-    label, other entries are distractor labels. Returns a dict of plain arrays:
-      classifier: source -> [S, R] (only sources with AudioSet classes), classes: source -> [names],
-      clap_probs: [S, R, L] with clap_labels_list [L], clap_source_index: source -> label index,
-      clap_embs: [S, R, 512], notes: lines to show the user.
+    class_map: source -> AudioSet class names (AUDIO_CLASSES; the other layers of resolve_audio_classes fill in
+    the rest, class_min_similarity is the CLAP-text layer's threshold); clap_labels: source -> CLAP text label,
+    other entries are distractor labels. Returns a dict of plain arrays:
+      classifier: source -> [S, R] probabilities (only sources with AudioSet classes), classes: source -> [names],
+      judged_by: source -> which classes judge it and why (resolve_audio_classes),
+      clap: source -> [S, R] cosine of the audio with the source's own label (no other label enters it),
+      clap_probs: [S, R, L] softmax over the labels clap_labels [L] (for the label-distribution KL only),
+      clap_source_index: source -> label index, clap_embs: [S, R, 512], notes: lines to show the user.
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 3 or 0 in audio.shape:
@@ -529,16 +680,22 @@ def score_run(audio, sources, classifier, clap, class_map, clap_labels, sample_r
     drawn = sorted(set(same_as))
     column = [drawn.index(j) for j in same_as]
     unique = [flat[i] for i in drawn]
-    resolved, notes = resolve_audio_classes(sources, class_map, classifier.labels)
+    judged, notes = resolve_audio_classes(sources, class_map, classifier.labels, clap, clap_labels,
+                                          class_min_similarity)
+    resolved = {s: j["classes"] for s, j in judged.items()}
     class_probs = classifier.class_probabilities(unique, sample_rate)[column]
     per_source = {s: v.reshape(S, R) for s, v in source_scores(class_probs, resolved, classifier.labels).items()}
     labels = clap_label_list(sources, clap_labels)
-    embs = clap.audio_embeddings(unique, sample_rate)[column]
-    probs = label_probabilities(embs, clap.text_embeddings(labels), clap.logit_scale).double().numpy()
-    return {"classifier": per_source, "classes": resolved, "classifier_name": classifier.name,
-            "clap_probs": probs.reshape(S, R, -1), "clap_labels": labels,
-            "clap_source_index": {s: labels.index(clap_label(s, clap_labels)) for s in sources},
+    index = {s: labels.index(clap_label(s, clap_labels)) for s in sources}
+    embs = clap.audio_embeddings(unique, sample_rate)
+    # each label on its own: a batch of labels would change the others' embeddings in their last bits
+    text = torch.cat([clap.text_embeddings([label]) for label in labels])
+    # scored once per distinct audio, then copied: a matrix product gives equal rows unequal last bits
+    cosines = source_cosines(embs, text).numpy()[column]
+    probs = label_probabilities(embs, text, clap.logit_scale).double().numpy()[column]
+    embs = embs[column]
+    return {"classifier": per_source, "classes": resolved, "judged_by": judged, "classifier_name": classifier.name,
+            "clap": {s: cosines[:, i].reshape(S, R) for s, i in index.items()},
+            "clap_probs": probs.reshape(S, R, -1), "clap_labels": labels, "clap_source_index": index,
             "clap_embs": embs.double().numpy().reshape(S, R, -1), "clap_name": clap.name,
             "logit_scale": clap.logit_scale, "notes": notes}
-
-

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from errors import UserError
 
-# a smoke run finishes in about a minute on a CPU; only these differ from a real run
-# (random CLIP scores no proposal of a name-only object as likely: TEXT_MIN_SCORE 0 takes the best one)
+# a smoke run differs from a real run only in these (its time on a CPU is in the README's first section)
+# (random CLIP scores no proposal of a name-only object as likely: TEXT_MIN_SCORE 0 takes the best one;
+# a sweep confirms its choice on 2 fresh seeds, not 10)
 SMOKE_SETTINGS = dict(CYCLE_ITS=2, CYCLE_SAMPLES=4, VAR_SAMPLES=4, DURATION=2.0, DDIM_STEPS=4, DEVICE="cpu",
-                      TEXT_MIN_SCORE=0.0)
+                      TEXT_MIN_SCORE=0.0, CONFIRM_SEEDS=2)
 # what a sweep may vary: everything after the masks and tokens; PIN_GLOBAL and SAMPLER change the baselines
 # too; EDIT_STRENGTH only step 8 (the sweep's edit trade-off table and figure)
 SWEEPABLE = ["SVD_K", "SVD_ALPHA", "SVD_BETA", "MIX_ALPHA", "MIX_BETA", "MIX_GAMMA", "MIX_DIRECT", "MASK_THRESHOLD",
@@ -267,11 +268,22 @@ RULES = {
                        0.05),
     "MASK_THRESHOLD": Rule("float", 1e-9, 1.0, "a fraction in (0, 1]", (0.3, 0.7), "", (0.05, 1.0), 0.05),
     "TEXT_MIN_SCORE": Rule("float", 0.0, 1.0, "a probability in [0, 1]"),
+    # a cosine of two CLAP text embeddings; a choice, not calibrated on the released weights (README, the verdict)
+    "EVAL_CLASS_MIN_SIMILARITY": Rule("float", -1.0, 1.0, "a cosine similarity in [-1, 1]", (0.4, 0.7),
+                                      "; 1 = never use the CLAP-text layer"),
     "EVAL_TOLERANCE": Rule("float", 0.0, 1.0, "a probability difference in [0, 1]", (0.0, 0.2), "", (0.0, 0.5),
                            0.01),
+    "EVAL_TOLERANCE_CLAP": Rule("float", 0.0, 1.0, "a CLAP cosine difference in [0, 1]", (0.0, 0.05)),
     "EVAL_SEEDS": Rule("int", 1, 100, "a whole number in 1-100", (3, 10), "", (1, 20), 1),
     "EVAL_MIN_EFFECT": Rule("float", 0.0, 0.2, "a probability difference in [0, 0.2]", (0.01,),
                             "; 0 = any change counts", (0.0, 0.2), 0.005),
+    # each unit its own floor: a probability's, carried through CLAP's softmax at its steepest (slope logit
+    # scale / 4 = 3.6 at CLAP's temperature 0.07: 0.01 / 3.6 = 0.003), and as the KL of moving 0.01 of
+    # probability between two equally likely labels (2 x 0.01^2 = 0.0002 nats)
+    "EVAL_MIN_EFFECT_CLAP": Rule("float", 0.0, 0.2, "a CLAP cosine difference in [0, 0.2]", (0.003,),
+                                 "; 0 = any change counts"),
+    "EVAL_MIN_EFFECT_KL": Rule("float", 0.0, 0.5, "a KL difference in [0, 0.5] nats", (0.0002,),
+                               "; 0 = any change counts"),
     "CYCLE_ITS": Rule("int", 0, 100_000, "a whole number >= 0", (0, 128), "", (0, 128), 1),
     "CYCLE_SAMPLES": Rule("int", 1, 100_000, "a whole number >= 1", (1, 128)),
     "VAR_SAMPLES": Rule("int", 1, 100_000, "a whole number >= 1", (1, 128)),
@@ -284,6 +296,7 @@ RULES = {
                      (1.0, 10.0), 0.1),
     "AUDIO_BATCH": Rule("int", 1, 1024, "a whole number >= 1", (1, 32)),
     "SEED": Rule("int", 0, 2**32 - 1, "a whole number in 0-4294967295"),
+    "CONFIRM_SEEDS": Rule("int", 0, 100, "a whole number in 0-100", (5, 20), "; 0 = no confirmation"),
     "EDIT_STRENGTH": Rule("float", 1e-9, 1.0, "a fraction of the schedule in (0, 1]", (0.2, 0.8), "; 1 = all of it",
                           (0.05, 1.0), 0.05),
     # torch.distributed's default wait (30 minutes) is shorter than the spread of a long manifest's shards
@@ -312,6 +325,13 @@ def check_settings(cfg, where=""):
     if isinstance(cfg["SEED"], int) and isinstance(cfg["EVAL_SEEDS"], int) and \
             cfg["SEED"] + cfg["EVAL_SEEDS"] - 1 > 2**32 - 1:
         problems.append(f"SEED={cfg['SEED']} with EVAL_SEEDS={cfg['EVAL_SEEDS']} runs past the largest seed 4294967295")
+    elif cfg["SWEEP"] and all(isinstance(cfg[k], int) for k in ("SEED", "EVAL_SEEDS", "CONFIRM_SEEDS")) and \
+            cfg["SEED"] + cfg["EVAL_SEEDS"] + cfg["CONFIRM_SEEDS"] - 1 > 2**32 - 1:
+        problems.append(f"SEED={cfg['SEED']} with EVAL_SEEDS={cfg['EVAL_SEEDS']} and CONFIRM_SEEDS="
+                        f"{cfg['CONFIRM_SEEDS']} runs past the largest seed 4294967295")
+    if cfg["MANIFEST_ADJUSTMENT"] not in ("holm", "bh"):
+        problems.append(f"MANIFEST_ADJUSTMENT={cfg['MANIFEST_ADJUSTMENT']!r} is not an adjustment: it must be 'holm' "
+                        "(Holm, the family-wise error) or 'bh' (Benjamini-Hochberg, the false-discovery rate)")
     if cfg["EDIT_METHOD"] not in EDIT_METHODS:
         problems.append(f"EDIT_METHOD={cfg['EDIT_METHOD']!r} is not an edit method: it must be one of "
                         f"{', '.join(EDIT_METHODS)}")
@@ -415,6 +435,11 @@ def audio_steps(cfg):
 
 def eval_seeds(cfg):
     return [cfg["SEED"] + i for i in range(cfg["EVAL_SEEDS"])]
+
+
+def confirm_seeds(cfg):
+    """The fresh seeds a sweep confirms its best setting on: the CONFIRM_SEEDS after the ones that chose it."""
+    return [cfg["SEED"] + cfg["EVAL_SEEDS"] + i for i in range(cfg["CONFIRM_SEEDS"])]
 
 
 def readme_table(plan):

@@ -8,6 +8,10 @@ setting (milliseconds); cycle mix and AudioLDM per setting and seed, every row o
 baselines once per seed (and per PIN_GLOBAL/SAMPLER value, since those change every audio). Output:
 sweep.csv (one row per setting, ranked), sweep_heatmap.png, manipulated_<setting>[_seed<N>].wav; with a
 recording (--AUDIO_INPUT), edit_sweep.csv and edit_tradeoff.png.
+
+The ranking picks the best of many settings on the same seeds that score it, so the winner's interval is
+optimistic (the winner's curse): the best setting and the default one run again on CONFIRM_SEEDS fresh seeds,
+and both figures are reported ("chosen on seeds 42-44, confirmed on 45-54: +0.031 [+0.012, +0.050]").
 """
 import itertools
 
@@ -15,7 +19,7 @@ from audio_io import AUDIO_NAMES, EDIT_AUDIO_NAMES, wav_name
 from errors import UserError
 from inputs import roles_of, source_names
 from runs import Timer, detection_record, recorded_warnings, run_file, save_tensors, write_csv
-from settings import AUDIO_KEYS, SWEEPABLE, check_settings, eval_seeds
+from settings import AUDIO_KEYS, SWEEPABLE, check_settings, confirm_seeds, eval_seeds
 
 
 def sweep_settings(grid):
@@ -76,88 +80,185 @@ def run_sweep(plan, cfg, models, run_dir, images, prompts, record, progress=None
     Through the plan's own steps (main.py): masks, tokens and detections once; steps 3-6
     (plan.manipulated_embedding) per setting; step 7 (plan.step7_audio) once per group of settings that share
     their baselines, all of the group's manipulated rows in its batches; step 8 per setting with a recording.
+    Then the winner's curse: the best setting and the default one run again on CONFIRM_SEEDS fresh seeds that
+    took no part in the choice (confirm_choice), and sweep.csv marks which seeds chose and which confirmed.
     """
     import torch
-    import evaluation
-    import scorers
-    import verdict
-    from model.aldm import save_wav
     from util import set_seed
     settings = sweep_settings(cfg["SWEEP"])
     timer, caught = Timer(), record.data.setdefault("warnings", [])
-    roles = roles_of(cfg, prompts)
     seeds = eval_seeds(cfg)
     print(f"Sweep: {len(settings)} settings over {', '.join(cfg['SWEEP'])}, {len(seeds)} seed(s) each")
     set_seed(cfg["SEED"])
-    rows, emb_finals, infos = [None] * len(settings), [], []
     edit_rows = []
     with recorded_warnings(caught):
         with timer("shared: masks, tokens, detection"):
             (M_neg, M_pos), _ = plan.step1_masks(images, prompts, models, run_dir, cfg)
             tok = plan.step2_clip_tokens(images, models)
             sources = plan.detect_sources(images, tok, models)
+        shared = dict(plan=plan, cfg=cfg, models=models, run_dir=run_dir, images=images, prompts=prompts, tok=tok,
+                      masks=(M_neg, M_pos), sources=sources, timer=timer, progress=progress)
         with timer("per setting: steps 3-6"):
-            for setting in settings:
-                print(f"\n--- setting {setting_name(setting)} ---")
-                emb = plan.manipulated_embedding(tok, M_neg, M_pos, {**cfg, **setting}, prompts)
-                emb_finals.append(emb["emb_final"])
-                infos.append(emb["svd"])
-        # settings that change every audio (slot pinning, sampler) need their own baselines
-        groups = {}
+            embs = [setting_embedding(shared, setting) for setting in settings]
+        # the first group's baselines are the plain names; a later group's (another PIN_GLOBAL / SAMPLER) carry it
+        suffixes = {}
         for i, setting in enumerate(settings):
-            groups.setdefault(tuple((k, setting.get(k, cfg[k])) for k in AUDIO_KEYS), []).append(i)
-        sr = models.sample_rate
-        all_claps = {}
-        for g, (group, members) in enumerate(groups.items()):
-            g_cfg = {**cfg, **dict(group)}
-            suffix = "" if g == 0 else "_" + setting_name(dict(group))
-            with timer("per setting: cycle_mix + AudioLDM"):
-                audio, claps, _, detections = plan.step7_audio(images, tok, torch.stack([emb_finals[i] for i in members]),
-                                                               models, g_cfg, sources, seeds=seeds, progress=progress)
-            for s, seed in enumerate(seeds):
-                for r, name in enumerate(AUDIO_NAMES[:2]):
-                    save_wav(run_file(run_dir, wav_name(name + suffix, seed, seeds[0])), audio[s, r], sr)
-                for j, i in enumerate(members):
-                    save_wav(run_file(run_dir, wav_name(f"manipulated_{setting_name(settings[i])}", seed, seeds[0])),
-                             audio[s, 2 + j], sr)
-            with timer("evaluation"):
-                scores = scorers.score_run(audio, source_names(cfg, prompts), models.ast, models.clap,
-                                              cfg["AUDIO_CLASSES"], cfg["EVAL_LABELS"], sr)
-            for j, i in enumerate(members):
-                result = verdict.build_verdict(scores, roles, cfg["EVAL_TOLERANCE"], rows=(0, 1, 2 + j),
-                                               min_effect=cfg["EVAL_MIN_EFFECT"])
-                reach = evaluation.e_final_reach(claps, row=2 + j)
-                rows[i] = {**settings[i], **verdict.verdict_columns(result),
-                           "reach_to_baseline_edited": round(reach["mean_to_baseline_edited"], 6),
-                           "k_effective_suppress": infos[i]["suppress"]["k_effective"],
-                           "k_effective_boost": infos[i]["boost"]["k_effective"],
-                           "no_op": infos[i]["suppress"]["no_op"] or infos[i]["boost"]["no_op"],
-                           "audio": wav_name(f"manipulated_{setting_name(settings[i])}", seeds[0], seeds[0])}
-            all_claps[setting_name(dict(group))] = claps
-            if cfg["AUDIO_INPUT"]:   # step 8 per setting: its manipulated row steers the recording
+            suffixes.setdefault(audio_group(cfg, setting), "" if not suffixes else "_" + setting_name(
+                dict(audio_group(cfg, setting))))
+        rows, all_claps, detections, edit_groups = judge_settings(shared, settings, embs, seeds, suffixes)
+        if cfg["AUDIO_INPUT"]:   # step 8 per setting: its manipulated row steers the recording
+            for claps, members in edit_groups:
                 edit_rows += sweep_edits(plan, cfg, models, run_dir, claps, seeds, prompts, settings, members)
         rank_key = sweep_rank_key(rows)
         rows.sort(key=lambda r: -r[rank_key + " mean"])
         for rank, row in enumerate(rows, start=1):
             row["rank"] = rank
-        write_csv(run_file(run_dir, "sweep.csv"), rows)
+        confirmed, confirmation = confirm_choice(shared, rows, rank_key, settings, embs, suffixes)
+        write_csv(run_file(run_dir, "sweep.csv"), rows + confirmed)
         plot_sweep_heatmap(rows, list(cfg["SWEEP"]), run_dir / "sweep_heatmap.png", key=rank_key + " mean")
         if edit_rows:
             write_csv(run_file(run_dir, "edit_sweep.csv"), edit_rows)
             plot_edit_tradeoff(edit_rows, run_file(run_dir, "edit_tradeoff.png"))
             print(f"Edit trade-off: {run_dir / 'edit_sweep.csv'}, {run_dir / 'edit_tradeoff.png'}")
-    save_tensors({"settings": settings, "emb_final": torch.stack(emb_finals), "claps": all_claps, "seeds": seeds},
+    save_tensors({"settings": settings, "emb_final": torch.stack([e["emb_final"] for e in embs]), "claps": all_claps,
+                  "seeds": seeds, "confirm_claps": confirmation.pop("_claps", {}),
+                  "confirm_seeds": confirmation.get("confirmed_on", [])},
                  run_dir / "embeddings.pt")
-    record.update(settings=settings, timings_s=timer.seconds, detections=detection_record(detections))
-    print(f"\nSettings ranked by the method's own effect ({rank_key}: change of P(added) - change of P(removed), "
-          f"manipulated - baseline_edited, mean over {len(seeds)} seed(s)):")
+    record.update(settings=settings, timings_s=timer.seconds, detections=detection_record(detections),
+                  confirmation=confirmation)
+    print(f"\nSettings ranked by the method's own effect ({rank_key}: change of the added source's score - change of "
+          f"the removed one's, manipulated - baseline_edited, mean over seeds {seed_span(seeds)}; the intervals are "
+          "unadjusted and come from the seeds that chose the rank):")
     for row in rows:
-        ci = (f"95% CI [{row[rank_key + ' ci_low']:+.4f}, {row[rank_key + ' ci_high']:+.4f}]"
-              if rank_key + " ci_low" in row else "no CI with one seed")
-        print(f"  {row['rank']:3d}. {setting_name({k: row[k] for k in cfg['SWEEP']}):40s} "
-              f"{row[rank_key + ' mean']:+.4f}  {ci}  {row[rank_key + ' status']}")
+        print(f"  {row['rank']:3d}. {setting_name({k: row[k] for k in cfg['SWEEP']}):40s} {interval_text(row, rank_key)}")
+    print(confirmation["text"])
     print(f"Sweep table: {run_dir / 'sweep.csv'}; heat map: {run_dir / 'sweep_heatmap.png'}")
     return rows
+
+
+def audio_group(cfg, setting):
+    """The settings that act on every audio row (slot pinning, sampler): settings that differ in them need
+    their own baselines."""
+    return tuple((k, setting.get(k, cfg[k])) for k in AUDIO_KEYS)
+
+
+def setting_embedding(shared, setting):
+    """Steps 3-6 for one setting (plan.manipulated_embedding): E_final and what step 5 did."""
+    print(f"\n--- setting {setting_name(setting)} ---")
+    emb = shared["plan"].manipulated_embedding(shared["tok"], *shared["masks"], {**shared["cfg"], **setting},
+                                               shared["prompts"])
+    return {"emb_final": emb["emb_final"], "svd": emb["svd"]}
+
+
+def judge_settings(shared, settings, embs, seeds, suffixes, extra=None):
+    """Step 7 for the settings over the seeds, one call per audio group (all of the group's manipulated rows in
+    its batches), their wavs, both scorers and each setting's verdict on its own row.
+
+    Returns (one table row per setting, in the order of settings; remix CLAPs per group; the detections;
+    [(claps, member indexes)] per group for step 8). extra: more columns for every row."""
+    import torch
+    import evaluation
+    import scorers
+    import verdict
+    from model.aldm import save_wav
+    plan, cfg, models, run_dir, timer = (shared[k] for k in ("plan", "cfg", "models", "run_dir", "timer"))
+    roles = roles_of(cfg, shared["prompts"])
+    groups = {}
+    for i, setting in enumerate(settings):
+        groups.setdefault(audio_group(cfg, setting), []).append(i)
+    sr = models.sample_rate
+    rows, all_claps, edit_groups, detections = [None] * len(settings), {}, [], None
+    for group, members in groups.items():
+        g_cfg = {**cfg, **dict(group)}
+        suffix = suffixes.get(group, "_" + setting_name(dict(group)))
+        with timer("per setting: cycle_mix + AudioLDM"):
+            audio, claps, _, detections = plan.step7_audio(shared["images"], shared["tok"], torch.stack(
+                [embs[i]["emb_final"] for i in members]), models, g_cfg, shared["sources"], seeds=seeds,
+                progress=shared["progress"])
+        for s, seed in enumerate(seeds):
+            for r, name in enumerate(AUDIO_NAMES[:2]):
+                save_wav(run_file(run_dir, wav_name(name + suffix, seed, cfg["SEED"])), audio[s, r], sr)
+            for j, i in enumerate(members):
+                save_wav(run_file(run_dir, wav_name(f"manipulated_{setting_name(settings[i])}", seed, cfg["SEED"])),
+                         audio[s, 2 + j], sr)
+        with timer("evaluation"):
+            scores = scorers.score_run(audio, source_names(cfg, shared["prompts"]), models.ast, models.clap,
+                                       cfg["AUDIO_CLASSES"], cfg["EVAL_LABELS"], sr,
+                                       class_min_similarity=cfg["EVAL_CLASS_MIN_SIMILARITY"])
+        for j, i in enumerate(members):
+            result = verdict.build_verdict(scores, roles, rows=(0, 1, 2 + j), **verdict.floors_of(cfg))
+            reach = evaluation.e_final_reach(claps, row=2 + j)
+            info = embs[i]["svd"]
+            rows[i] = {**settings[i], "seeds": seed_span(seeds), "seed role": "chose", **(extra or {}),
+                       **verdict.verdict_columns(result),
+                       "reach_to_baseline_edited": verdict.significant(reach["mean_to_baseline_edited"]),
+                       "k_effective_suppress": info["suppress"]["k_effective"],
+                       "k_effective_boost": info["boost"]["k_effective"],
+                       "no_op": info["suppress"]["no_op"] or info["boost"]["no_op"],
+                       "audio": wav_name(f"manipulated_{setting_name(settings[i])}", seeds[0], cfg["SEED"])}
+        all_claps[setting_name(dict(group))] = claps
+        edit_groups.append((claps, members))
+    return rows, all_claps, detections, edit_groups
+
+
+def seed_span(seeds):
+    """'42-44' (consecutive seeds), '42' (one), or '42, 47' (others)."""
+    seeds = list(seeds)
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def interval_text(row, key):
+    """'+0.0310 [+0.0120, +0.0500] PASS': a table row's mean, 95% interval and status of one contrast column."""
+    ci = (f"[{row[key + ' ci_low']:+.4f}, {row[key + ' ci_high']:+.4f}]" if key + " ci_low" in row
+          else "(no CI with one seed)")
+    return f"{row[key + ' mean']:+.4f} {ci} {row[key + ' status']}"
+
+
+def confirm_choice(shared, rows, rank_key, settings, embs, suffixes):
+    """The winner's curse: the ranked rows chose their best setting on the same seeds that score it, so its
+    interval is optimistic. The best setting and the default one (main.py's constants, with the command line's
+    overrides) run again on CONFIRM_SEEDS fresh seeds. Returns (their sweep.csv rows, marked 'confirmed',
+    and the record for run.json with the printed text)."""
+    cfg = shared["cfg"]
+    chose, fresh = eval_seeds(cfg), confirm_seeds(cfg)
+    names = list(cfg["SWEEP"])
+    best = {k: rows[0][k] for k in names}
+    default = {k: cfg[k] for k in names}
+    record = {"chosen_on": chose, "rank_by": rank_key}
+    if not fresh or set(names) <= {"EDIT_STRENGTH"}:
+        why = ("CONFIRM_SEEDS=0" if not fresh else "EDIT_STRENGTH changes only step 8, not the ranked audio")
+        record["text"] = (f"Not confirmed on fresh seeds ({why}): the best setting's interval above comes from the "
+                          f"seeds that chose it ({seed_span(chose)}) and is optimistic (the winner's curse).")
+        return [], record
+    confirm = [best] + ([default] if default != best else [])
+    roles = ["best (rank 1)"] + (["default"] if default != best else [])
+    if default == best:
+        roles = ["best (rank 1), the default"]
+    print(f"\n=== Confirming the choice on fresh seeds {seed_span(fresh)}: {', '.join(roles)} ===")
+    index = {setting_name(s): i for i, s in enumerate(settings)}
+    confirm_embs = [embs[index[setting_name(s)]] if setting_name(s) in index else setting_embedding(shared, s)
+                    for s in confirm]
+    confirmed, claps, _, _ = judge_settings(shared, confirm, confirm_embs, fresh, suffixes)
+    rank_of = {setting_name({k: r[k] for k in names}): r["rank"] for r in rows}
+    lines = [f"Winner's curse: the best setting was chosen on seeds {seed_span(chose)}; it and the default setting "
+             f"ran again on {len(fresh)} fresh seeds {seed_span(fresh)} (CONFIRM_SEEDS):"]
+    record.update(confirmed_on=fresh, settings=[])
+    for setting, row, role in zip(confirm, confirmed, roles):
+        name = setting_name(setting)
+        row.update({"seed role": "confirmed", "confirms": role, "rank": rank_of.get(name, "")})
+        chosen_row = next((r for r in rows if setting_name({k: r[k] for k in names}) == name), None)
+        chosen = (f"chosen on seeds {seed_span(chose)}: {interval_text(chosen_row, rank_key)}, " if chosen_row
+                  else "not in the grid, ")
+        lines.append(f"  {role:26s} {name:36s} {chosen}confirmed on {seed_span(fresh)}: {interval_text(row, rank_key)}")
+        record["settings"].append({"role": role, "setting": setting, "confirmed": {
+            k: row.get(f"{rank_key} {k}") for k in ("mean", "ci_low", "ci_high", "status")},
+            "chosen": None if chosen_row is None else {k: chosen_row.get(f"{rank_key} {k}")
+                                                       for k in ("mean", "ci_low", "ci_high", "status")}})
+    record["text"] = "\n".join(lines)
+    record["_claps"] = claps
+    return confirmed, record
 
 
 def sweep_rank_key(rows):
@@ -195,8 +296,8 @@ def plot_sweep_heatmap(rows, names, path, key="effect audioset contrast mean"):
         for i in range(len(xs)):
             ax.text(i, j, f"{grid[j, i]:.3f}", ha="center", va="center", color="w", fontsize=8)
     extra = f" (mean over {', '.join(names[2:])})" if len(names) > 2 else ""
-    ax.set_title(f"{key}{extra}\n(method's own effect: change of P(added) - change of P(removed), manipulated - "
-                 "baseline_edited, mean over seeds)", fontsize=8)
+    ax.set_title(f"{key}{extra}\n(method's own effect: change of the added source's score - change of the removed "
+                 "one's, manipulated - baseline_edited, mean over the choosing seeds)", fontsize=8)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     from util import new_file

@@ -67,10 +67,17 @@ def test_evaluate_run_writes_results_and_never_overwrites(tmp_path, ast_model, c
     assert set(per_seed) == {"cat", "duck", "dog"} and all(len(v) == 3 for v in per_seed["cat"].values())
     assert saved["scores"]["classifier"]["classes"]["cat"] == ["Cat", "Meow"]
     assert set(saved["scores"]["clap"]["per_seed"]) == {"cat", "duck", "dog"}
+    assert saved["scores"]["clap"]["score"] == "cosine of the audio with the source's own label"
     for q, base in [("method_effect", "baseline_edited"), ("edit_followed", "baseline_original")]:
         check = saved[q]["classifier"]["checks"]["added_increased"]
         assert check["deltas"] == pytest.approx(np.subtract(per_seed["duck"]["manipulated"], per_seed["duck"][base]))
-    assert saved["min_effect"] == 0.01 and saved["headline"]["question"] == "method_effect"
+    assert saved["floors"] == {"probability": {"floor": 0.01, "tolerance": 0.05},
+                               "CLAP cosine": {"floor": 0.003, "tolerance": 0.015}, "nats": {"floor": 0.0002}}
+    assert saved["headline"]["question"] == "method_effect"
+    judged = saved["scores"]["classifier"]["judged_by"]
+    assert judged["cat"]["why"] == "set in AUDIO_CLASSES" and judged["dog"]["layer"] == "name match"
+    assert judged["duck"]["layer"] == "name match" and saved["judged_by"]["kept"]["dog"] == judged["dog"]
+    assert "kept 'dog': Dog <- name match" in out
     assert saved["e_final_reach"] == {"mean_to_baseline_edited": 0.1}
     assert "tiny" in saved["scores"]["clap"]["name"] and saved["sample_rate"] == SR
     assert "clap_embs" not in text and len(text) < 60_000   # no embeddings in the JSON

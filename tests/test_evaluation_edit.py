@@ -49,17 +49,15 @@ def scores(S=4):
     base = 0.3 + 0.01 * rng.standard_normal((S, 2))
     cls = {"duck": base.copy(), "cat": base.copy(), "rocket": base.copy()}
     cls["duck"][:, 1] += 0.2 + 0.01 * rng.standard_normal(S)     # added: clearly up
-    cls["cat"][:, 1] += 0.001                                     # removed: does not move
+    cls["cat"][:, 1] = cls["cat"][:, 0] + 0.001                  # removed: does not move (beyond the floor)
     cls["rocket"][:, 1] += 0.3                                    # kept: moves far
-    probs = np.stack([cls["duck"], cls["cat"], cls["rocket"]], -1)
-    return {"classifier": {k: v for k, v in cls.items() if k != "rocket"}, "clap_probs": probs,
-            "clap_source_index": {"duck": 0, "cat": 1, "rocket": 2}, "classifier_name": "crafted",
+    return {"classifier": {k: v for k, v in cls.items() if k != "rocket"}, "clap": cls, "classifier_name": "crafted",
             "clap_name": "crafted CLAP"}
 
 
 def test_compare_rows_statuses():
     roles = {"removed": "cat", "added": "duck", "kept": ["rocket"]}
-    out = verdict.compare_rows(scores(), roles, base=0, test=1)
+    out = verdict.compare_rows(scores(), roles, base=0, test=1)   # CLAP's floor and tolerance: its defaults
     checks = out["classifier"]["checks"]
     assert checks["added_increased"]["status"] == "PASS"
     assert checks["removed_decreased"]["status"] == "no effect"

@@ -83,8 +83,8 @@ def test_default_audio_classes_are_audioset_display_names():
     """The defaults, checked offline against the 527 names of AudioSet's class_labels_indices.csv."""
     labels = scorers.audioset_labels()
     assert len(labels) == 527 and len(set(labels)) == 527
-    resolved, notes = scorers.resolve_audio_classes(list(main.AUDIO_CLASSES), main.AUDIO_CLASSES, labels)
-    assert resolved == main.AUDIO_CLASSES and notes == []
+    judged, notes = scorers.resolve_audio_classes(list(main.AUDIO_CLASSES), main.AUDIO_CLASSES, labels)
+    assert {s: j["classes"] for s, j in judged.items()} == main.AUDIO_CLASSES and notes == []
     assert all(source in main.EVAL_LABELS for source in main.AUDIO_CLASSES)   # both views score every default source
 
 

@@ -148,7 +148,7 @@ def sweep_problems(run_dir):
     """Each setting's verdict columns come from its own manipulated row: the method-off setting's are 0."""
     import csv
     with open(run_dir / "sweep.csv", newline="") as f:
-        rows = {float(r["MIX_BETA"]): r for r in csv.DictReader(f)}
+        rows = {float(r["MIX_BETA"]): r for r in csv.DictReader(f) if r["seed role"] == "chose"}
     problems = []
     means = {b: {k: float(v) for k, v in r.items() if k.startswith("effect ") and k.endswith(" mean")}
              for b, r in rows.items()}
@@ -216,7 +216,7 @@ MUTANTS = {
     "rows reach the evaluation in the wrong order": (
         ("results = evaluate(audio, seeds,", "results = evaluate(audio[:, [1, 0, 2]], seeds,"), "on", "handoff"),
     "the classifier is told the wrong sample rate": (
-        ("sample_rate=models.sample_rate, tolerance=", "sample_rate=2 * models.sample_rate, tolerance="),
+        ("sample_rate=models.sample_rate, extra=", "sample_rate=2 * models.sample_rate, extra="),
         "on", "handoff"),
     "E_final's reach reads baseline_edited": (
         ("reach = evaluation.e_final_reach(claps)", "reach = evaluation.e_final_reach(claps, row=1)"), "on", "reach"),

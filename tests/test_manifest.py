@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import free_port
@@ -25,6 +26,7 @@ import main
 import manifest
 import runs
 import settings
+import verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"
@@ -109,6 +111,14 @@ def test_one_process_manifest_marks_the_failed_pair_runs_duplicates_once_and_sum
     assert [f["pair"] for f in summary["failed"]] == [6]
     assert summary["metrics"]["effect audioset contrast mean"]["n"] == 4
     assert sum(summary["statuses"]["headline"].values()) == 4   # the duplicate counts once, the failed pair not at all
+    # the headline over pairs: pairs as the unit, each pair's contrast (mean over its seeds) one number
+    head = summary["headline_over_pairs"]["audioset"]
+    per_pair = [float(r["effect audioset contrast mean"]) for r in rows if r["status"] == "finished"]
+    assert head["n_pairs"] == 4 and head["pairs"] == [1, 2, 3, 4] and head["unit"] == "probability"
+    assert head["mean"] == pytest.approx(np.mean(per_pair), abs=1e-9) and head["floor"] == 0.01
+    assert head["status"] in verdict.STATUSES and head["per_pair_adjustment"] == "Holm over 4 pair(s)"
+    assert [r.get("effect audioset contrast adjustment") for r in rows] == ["Holm over 4 pair(s)"] * 4 + ["", ""]
+    assert all(r["effect audioset contrast adjusted status"] in verdict.STATUSES for r in rows[:4])
     sets = summary["set_metrics"]
     assert sets["embedding"].startswith("tiny random-weight VGGish") and sets["reference"] == [str(ref.resolve())]
     assert sets["files"] == {"baseline_original": 4, "baseline_edited": 4, "manipulated": 4}
@@ -302,6 +312,17 @@ def test_smoke_manifest_checks_every_row_first_and_summarises_what_each_pair_has
     metrics = summary["metrics"]
     assert metrics["effect audioset contrast mean"]["n"] == 2 and "std" in metrics["effect audioset contrast mean"]
     assert sum(summary["statuses"]["headline"].values()) == 2
+    # two seeds per pair: each pair's contrast has an interval; adjusting for 2 pairs only ever takes a claim back
+    from scipy import stats
+    for short in ("audioset", "clap"):
+        head = summary["headline_over_pairs"][short]
+        per_pair = [float(r[f"effect {short} contrast mean"]) for r in table]
+        ci = stats.ttest_1samp(per_pair, 0.0).confidence_interval(0.95)
+        assert head["n_pairs"] == 2 and head["mean"] == pytest.approx(np.mean(per_pair), rel=1e-5)
+        assert head["ci95"] == pytest.approx([ci.low, ci.high], rel=1e-4, abs=1e-12)
+        for r in table:
+            assert r[f"effect {short} contrast adjusted status"] in (r[f"effect {short} contrast status"], "inconclusive")
+    assert "HEADLINE over pairs (audioset; pairs as the unit)" in out and "adjusted by Holm over 2 pair(s)" in out
     # rows that name different kept sources: each kept check is summarised over the pairs that have it
     assert metrics["effect audioset kept_within_tolerance:rocket mean"]["n"] == 1
     assert metrics["effect clap kept_within_tolerance:launch pad mean"]["n"] == 1
@@ -339,3 +360,33 @@ def test_smoke_manifest_with_empty_coordinates_runs(tmp_path):
     (pair,) = [p for p in run_dir.iterdir() if p.is_dir()]
     record = json.loads((pair / "run.json").read_text())
     assert record["status"] == "finished" and record["masks"]["added"]["text"] == "a photo of an astronaut"
+
+
+def crafted_pair(number, deltas, floor=0.01):
+    """A finished pairs.csv row holding its results.json: the method's own effect contrast over its seeds."""
+    contrast = verdict.paired_stats(deltas, "up", min_effect=floor)
+    view = {"contrast": contrast}
+    return {"pair": number, "status": "finished", "effect audioset contrast status": contrast["status"],
+            "_results": {"method_effect": {"classifier": view, "clap": {"contrast": None}},
+                         "floors": {"probability": {"floor": floor, "tolerance": 0.05}}}}
+
+
+@pytest.mark.parametrize("method, name", [("holm", "Holm"), ("bh", "Benjamini-Hochberg")])
+def test_the_headline_over_pairs_takes_pairs_as_the_unit_and_adjusts_each_pair(method, name):
+    from scipy import stats
+    just = [0.025, 0.010, 0.020, 0.014, 0.023]        # alone a PASS (p = 0.020), not when 4 such pairs are tested
+    strong = [0.10, 0.11, 0.12, 0.10, 0.11]
+    rows = [crafted_pair(1, strong), crafted_pair(2, just), crafted_pair(3, just), crafted_pair(4, [-0.02, 0.01])]
+    figures = manifest.effect_over_pairs(rows, method)["audioset"]
+    means = [np.mean(strong), np.mean(just), np.mean(just), -0.005]
+    ci = stats.ttest_1samp(means, 0.0).confidence_interval(0.95)
+    assert figures["n_pairs"] == 4 and figures["mean"] == pytest.approx(np.mean(means))   # not the 17 seeds pooled
+    assert figures["ci95"] == pytest.approx([ci.low, ci.high]) and figures["unit"] == "probability"
+    assert figures["per_pair_adjustment"] == f"{name} over 4 pair(s)"
+    assert [r["effect audioset contrast status"] for r in rows] == ["PASS", "PASS", "PASS", "inconclusive"]
+    adjusted = [r["effect audioset contrast adjusted status"] for r in rows]
+    # Holm: 4 x 0.020 > 0.025; BH: the two p = 0.020 are ranks 2-3 of 4, (4 / 3) x 0.020 = 0.027 > 0.025
+    assert adjusted == ["PASS", "inconclusive", "inconclusive", "inconclusive"]
+    assert figures["per_pair_statuses"] == {"unadjusted": {"PASS": 3, "inconclusive": 1},
+                                            "adjusted": {"PASS": 1, "inconclusive": 3}}
+    assert "clap" not in manifest.effect_over_pairs(rows, method)   # no CLAP contrast in these rows: no figure

@@ -159,16 +159,22 @@ def test_classifier_scores_match_transformers_audio_classification_pipeline(ast_
     np.testing.assert_allclose(at_48k[0], ours[0], atol=0.02)
 
 
-def test_audio_classes_resolve_exactly_by_name_or_fall_back_to_clap():
+def test_audio_classes_are_checked_and_a_proxy_is_named():
     labels = scorers.audioset_labels()
-    resolved, notes = scorers.resolve_audio_classes(
-        ["cat", "dog", "rooster", "rocket", "astronaut"],
-        {"cat": ["Cat", "Meow"], "rocket": []}, labels)
-    assert resolved["cat"] == ["Cat", "Meow"]
-    assert resolved["dog"] == ["Dog"] and resolved["rooster"] == ["Chicken, rooster"]   # matched by name
-    assert resolved["rocket"] == [] and resolved["astronaut"] == []
-    assert any("'rocket' has no AudioSet class" in n for n in notes)
-    assert any("'astronaut' has no AudioSet class" in n for n in notes)
+    judged, notes = scorers.resolve_audio_classes(
+        ["cat", "astronaut", "dog", "rocket"],
+        {"cat": ["Cat", "Meow"], "astronaut": ["Speech"], "dog": ["Bark"], "rocket": []}, labels)
+    assert {s: j["classes"] for s, j in judged.items()} == {"cat": ["Cat", "Meow"], "astronaut": ["Speech"],
+                                                            "dog": ["Bark"], "rocket": []}
+    assert {s: j["layer"] for s, j in judged.items()} == {"cat": "AUDIO_CLASSES", "astronaut": "AUDIO_CLASSES",
+                                                          "dog": "AUDIO_CLASSES", "rocket": "CLAP alone"}
+    # a proxy: none of the chosen classes carries the source's name (the example's astronaut judged as speech)
+    assert judged["cat"]["why"] == "set in AUDIO_CLASSES"
+    assert judged["astronaut"]["why"] == "set in AUDIO_CLASSES: a proxy"
+    assert "no AudioSet class is named 'astronaut'" in judged["astronaut"]["detail"]
+    assert judged["dog"]["why"] == "set in AUDIO_CLASSES: a proxy" and "'Dog', which is not listed" in judged["dog"]["detail"]
+    assert judged["rocket"]["why"] == "CLAP alone: [] in AUDIO_CLASSES"
+    assert len(notes) == 1 and "'rocket' -> no AudioSet class" in notes[0]   # the researcher's own choices are no news
     with pytest.raises(ValueError, match=r"'Meows' \(close: 'Meow'") as err:
         scorers.resolve_audio_classes(["cat"], {"cat": ["Cat", "Meows"]}, labels)
     assert "audioset_labels.csv" in str(err.value)
@@ -178,6 +184,103 @@ def test_audio_classes_resolve_exactly_by_name_or_fall_back_to_clap():
         scorers.resolve_audio_classes(["cat"], {"cat": "Cat"}, labels)
 
 
+@pytest.mark.parametrize("source, classes, place", [
+    ("tigers", ["Roaring cats (lions, tigers)"], "a part in the parentheses"),      # a word in parentheses, plural as written
+    ("lion", ["Roaring cats (lions, tigers)"], "a part in the parentheses"),        # singular of a plural there
+    ("geese", ["Goose"], "the whole name"),                                 # an irregular plural
+    ("dogs", ["Dog"], "the whole name"),                  # not the wild canids of 'Canidae, dogs, wolves'
+    ("dog", ["Dog"], "the whole name"),                   # nor 'Whimper (dog)': the best place found counts
+    ("siren", ["Siren"], "the whole name"),               # not 'Police car (siren)', which comes first in the list
+    ("wolves", ["Canidae, dogs, wolves"], "a later comma part"),
+    ("rooster", ["Chicken, rooster"], "a later comma part"),
+    ("cattle", ["Cattle, bovinae"], "the first comma part"),
+    ("church bells", ["Church bell"], "the whole name"),  # the last word of a phrase in the singular
+    ("Car", ["Car"], "the whole name"),                   # never 'Carnatic music', which holds the letters
+    ("cow", [], None), ("horn", [], None), ("astronaut", [], None),   # no AudioSet name holds these words
+])
+def test_the_name_layer_matches_the_words_of_audioset_names(source, classes, place):
+    assert scorers.name_match(source, scorers.audioset_labels()) == (classes, place)
+    judged, notes = scorers.resolve_audio_classes([source], {}, scorers.audioset_labels())
+    assert judged[source]["classes"] == classes
+    assert judged[source]["layer"] == ("name match" if classes else "CLAP alone")
+    assert notes and (classes[0] if classes else "no AudioSet class") in notes[0]
+
+
+def controlled(similarities, dim=16):
+    """A query embedding and class embeddings whose cosines with it are exactly `similarities`."""
+    q = np.eye(dim)[0]
+    classes = [s * q + np.sqrt(1 - s * s) * np.eye(dim)[i + 1] for i, s in enumerate(similarities)]
+    return q, np.stack(classes)
+
+
+@pytest.mark.parametrize("threshold, used", [(0.5, ["A", "B", "C"]), (0.6, ["A", "B"]), (0.7, ["A", "B"]),
+                                             (0.71, ["A"]), (0.95, [])])
+def test_the_clap_text_layer_uses_the_nearest_names_above_the_threshold(threshold, used):
+    names = ["E", "B", "A", "D", "C"]
+    q, classes = controlled([0.10, 0.70, 0.90, 0.45, 0.55])
+    entry = scorers.clap_text_layer("the sound of a thing", q, classes, names, threshold)
+    assert entry["proposed"] == [["A", 0.9], ["B", 0.7], ["C", 0.55]]   # nearest first, the three nearest
+    assert entry["classes"] == used
+    if used:
+        assert entry["layer"] == "nearest by CLAP text" and entry["why"] == "nearest by CLAP text 0.90"
+    else:
+        assert entry["layer"] == "CLAP alone" and entry["why"] == "CLAP alone: nearest class 0.90 < 0.95"
+        assert "EVAL_CLASS_MIN_SIMILARITY=0.95" in entry["detail"] and "'A' 0.90" in entry["detail"]
+
+
+def test_the_clap_text_layer_reads_clap_s_text_encoder(clap):
+    """The real path with the tiny CLAP: the proposals are the cosines of its own text embeddings of the source's
+    label and of the 527 names; the threshold between the nearest two flips which are used."""
+    labels = list(scorers.audioset_labels())
+    text = "a car horn honking"
+    q = clap.text_embeddings([text])[0].double().numpy()
+    names = clap.text_embeddings(labels).double().numpy()
+    sims = names @ q / np.linalg.norm(names, axis=1) / np.linalg.norm(q)
+    top = np.argsort(-sims)[:3]
+    judge = lambda thr, labels_=None: scorers.resolve_audio_classes(   # noqa: E731
+        ["horn"], {}, labels, clap, {"horn": text} if labels_ is None else labels_, thr)[0]["horn"]
+    entry = judge(float(sims[top[1]]) - 1e-9)
+    assert [n for n, _ in entry["proposed"]] == [labels[i] for i in top]
+    assert [s for _, s in entry["proposed"]] == pytest.approx(sims[top], abs=1e-4)
+    assert entry["classes"] == [labels[top[0]], labels[top[1]]] and entry["layer"] == "nearest by CLAP text"
+    assert judge(float(sims[top[0]]) + 1e-6)["classes"] == []
+    # without an EVAL_LABELS entry the label is CLAP's default wording of the name
+    assert "'the sound of a horn'" in judge(0.0, {})["detail"]
+
+
+def test_clap_scores_no_other_source_can_move(ast_model, clap):
+    """A source's CLAP score is the cosine with its own label: the other sources and the distractor labels of the
+    run do not enter it (CLAP's softmax over the closed list would move it with every label added)."""
+    audio = three_audios(n_seeds=2)
+    full = scorers.score_run(audio, ["cat", "duck", "dog"], ast_model, clap, {}, {"cat": CAT, "duck": DUCK, "dog": DOG}, SR)
+    alone = scorers.score_run(audio, ["cat"], ast_model, clap, {}, {"cat": CAT}, SR)
+    more = scorers.score_run(audio, ["cat", "duck"], ast_model, clap, {},
+                             {"cat": CAT, "duck": "a goose honking", "x": "thunder", "y": "a violin"}, SR)
+    np.testing.assert_array_equal(full["clap"]["cat"], alone["clap"]["cat"])
+    np.testing.assert_array_equal(full["clap"]["cat"], more["clap"]["cat"])
+    assert not np.allclose(full["clap_probs"][..., 1], alone["clap_probs"][..., 0])   # the softmax would have moved
+    # and it is that cosine, computed here from the two embeddings
+    text = clap.text_embeddings([CAT])[0].double().numpy()
+    embs = full["clap_embs"]
+    expected = embs @ text / np.linalg.norm(embs, axis=-1) / np.linalg.norm(text)
+    np.testing.assert_allclose(full["clap"]["cat"], expected, atol=1e-6)
+
+
+def test_raising_the_added_source_leaves_the_kept_one_alone():
+    """The property the verdict's kept check needs: audio that moves toward the added label (and away from an
+    unrelated direction) keeps its cosine with the kept label, while the softmax over the run's labels would
+    hand the kept source a fall of probability exactly when the method works."""
+    kept, added = np.eye(8)[0], np.eye(8)[1]
+    text = np.stack([kept, added])
+    before = unit(0.4 * kept + 0.1 * added + np.sqrt(1 - 0.17) * np.eye(8)[2])
+    after = unit(0.4 * kept + 0.6 * added + np.sqrt(1 - 0.52) * np.eye(8)[2])
+    cos = scorers.source_cosines(np.stack([before, after]), text).numpy()
+    assert cos[1, 1] > cos[0, 1] + 0.4                       # the added source went up
+    assert cos[1, 0] == pytest.approx(cos[0, 0], abs=1e-12)   # the kept one did not move
+    p = scorers.label_probabilities(np.stack([before, after]), text).numpy()
+    assert p[1, 0] < p[0, 0] - 0.5                           # the closed-list softmax says it fell
+
+
 def test_a_source_score_is_the_max_over_its_classes():
     labels = ["A", "B", "C"]
     probs = np.array([[0.1, 0.7, 0.2], [0.9, 0.0, 0.3]])
@@ -185,15 +288,6 @@ def test_a_source_score_is_the_max_over_its_classes():
     np.testing.assert_array_equal(got["x"], [0.2, 0.9])
     np.testing.assert_array_equal(got["y"], [0.7, 0.0])
     assert "z" not in got
-
-
-def test_class_names_match_whole_names_only():
-    labels = scorers.audioset_labels()
-    resolved, _ = scorers.resolve_audio_classes(["car", "horn", "rooster", "cat"], {}, labels)
-    # 'Carnatic music' comes before 'Car' in AudioSet's list and holds 'car'; 'horn' is only part of names
-    assert resolved == {"car": ["Car"], "horn": [], "rooster": ["Chicken, rooster"], "cat": ["Cat"]}
-
-
 
 
 def three_audios(n_seeds=3, seconds=1.0):
@@ -210,6 +304,8 @@ def test_score_run_scores_every_seed_and_audio_with_both_scorers(ast_model, clap
     assert s["clap_probs"].shape == (3, 3, 4) and s["clap_embs"].shape == (3, 3, 512)
     assert s["clap_labels"] == [CAT, DUCK, "the sound of a dog", "the sound of a rocket"]
     np.testing.assert_allclose(s["clap_probs"].sum(-1), 1, atol=1e-6)
+    assert set(s["clap"]) == {"cat", "duck", "dog", "rocket"} and all(v.shape == (3, 3) for v in s["clap"].values())
+    assert s["judged_by"]["dog"]["layer"] == "name match" and s["judged_by"]["rocket"]["layer"] == "CLAP alone"
     # the classifier path equals scoring each waveform on its own
     alone = ast_model.class_probabilities([audio[1, 2]], SR)[0]
     cat = ast_model.labels.index("Cat"), ast_model.labels.index("Meow")

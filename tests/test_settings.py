@@ -103,6 +103,11 @@ def test_help_lists_every_constant(capsys):
     (["--SWEEP={'SVD_K': [1, 5]}"], "--SWEEP=... is only read by a sweep: add --sweep"),
     (["--sweep", "SVD_K=1,0"], "sweep setting SVD_K-0: SVD_K=0 is out of range"),
     (["--TEXT_PROMPT=a photo"], "has no '{}' where the object's name goes"),
+    (["--MANIFEST_ADJUSTMENT=bonferroni"], "MANIFEST_ADJUSTMENT='bonferroni' is not an adjustment: it must be 'holm'"),
+    (["--EVAL_MIN_EFFECT_KL=-1"], "EVAL_MIN_EFFECT_KL=-1.0 is out of range: it must be a KL difference in [0, 0.5] nats"),
+    (["--CONFIRM_SEEDS=-1"], "CONFIRM_SEEDS=-1 is out of range: it must be a whole number in 0-100"),
+    # the fresh seeds of a sweep's confirmation come after the choosing ones: they too must be seeds
+    (["--SEED=4294967293", "--sweep", "SVD_K=1,5"], "with EVAL_SEEDS=3 and CONFIRM_SEEDS=2 runs past the largest seed"),
 ])
 def test_every_bad_setting_is_one_line_before_any_model_loads(args, says, tmp_path, capsys):
     out = tmp_path / "outputs"
@@ -259,5 +264,5 @@ def test_help_shows_each_constant_with_its_comment_and_valid_range(capsys):
     out = capsys.readouterr().out
     comments = settings.constant_comments(main)
     for name, rule in settings.RULES.items():
-        block = out[out.index(f"--{name}="):]
-        assert comments[name] in block.split("\n--")[0] and "valid: " + rule.valid in block.split("\n  --")[0], name
+        entry = out[out.index(f"\n  --{name}=") + 1:].split("\n  --")[0]   # its own entry, not the docstring's example
+        assert comments[name] in entry and "valid: " + rule.valid in entry, name
