@@ -978,17 +978,15 @@ def check_checkpoints(cfg):
     if not Path(cfg["CONFIG_PATH"]).is_file():
         problems.append(f"SSV2A config {cfg['CONFIG_PATH']} not found (the repo ships ssv2a.json at its root; "
                         f"set --CONFIG_PATH)")
-    ssv2a = Path(cfg["CHECKPOINT_PATH"])
-    if not ssv2a.is_file():
-        problems.append(f"SSV2A checkpoint not found: {ssv2a}\n  " + CHECKPOINTS["ssv2a"].manual.format(path=ssv2a))
-    for name in ["clip", "sam2", "yolo", "audioldm", "clap", "roberta", "ast"]:
+    for name in ["ssv2a", "clip", "sam2", "yolo", "audioldm", "clap", "roberta", "ast"]:
         try:
-            hf_model_dir(name) if CHECKPOINTS[name].hf_repo else checkpoint_path(name, check_hash=False)
+            hf_model_dir(name) if CHECKPOINTS[name].hf_repo else checkpoint_path(
+                name, check_hash=False, path=Path(cfg["CHECKPOINT_PATH"]) if name == "ssv2a" else None)
         except CheckpointError as err:
             problems.append(str(err))
     if problems:
         raise UserError(f"{len(problems)} checkpoint(s) missing; nothing was run.\n\n" + "\n\n".join(problems)
-                        + "\n\nOn a machine with internet, `python -m model.checkpoints` fetches all but ssv2a.pth."
+                        + "\n\nOn a machine with internet, `python -m model.checkpoints` fetches them all."
                         + "\nTo check the pipeline without any weights: python main.py --smoke")
 
 
@@ -1521,6 +1519,8 @@ def run_record(cfg, models, mode, images=None, prompts=None, notes=()):
         "warnings": list(notes),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
+    if getattr(models.ssv2a, "checkpoint_file", None):   # the SSV2A weights read: path, size, SHA-256
+        record["ssv2a_checkpoint"] = models.ssv2a.checkpoint_file
     if images is not None:
         record.update(images={"original": str(images[0]), "edited": str(images[1])},
                       removed=prompts[0].name, added=prompts[1].name,
