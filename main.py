@@ -978,10 +978,13 @@ def check_checkpoints(cfg):
     if not Path(cfg["CONFIG_PATH"]).is_file():
         problems.append(f"SSV2A config {cfg['CONFIG_PATH']} not found (the repo ships ssv2a.json at its root; "
                         f"set --CONFIG_PATH)")
+    ssv2a = Path(cfg["CHECKPOINT_PATH"])
     for name in ["ssv2a", "clip", "sam2", "yolo", "audioldm", "clap", "roberta", "ast"]:
+        if name == "ssv2a" and ssv2a.is_file():
+            continue   # there: its loader checks it against CONFIG_PATH (another config's file has another size)
         try:
             hf_model_dir(name) if CHECKPOINTS[name].hf_repo else checkpoint_path(
-                name, check_hash=False, path=Path(cfg["CHECKPOINT_PATH"]) if name == "ssv2a" else None)
+                name, check_hash=False, path=ssv2a if name == "ssv2a" else None)
         except CheckpointError as err:
             problems.append(str(err))
     if problems:
