@@ -236,6 +236,28 @@ def test_drive_refusing_ssv2a_stops_the_first_run_before_any_work(release, tmp_p
     assert list(target.parent.iterdir()) == [], "nothing half-written"
 
 
+def test_a_file_at_checkpoint_path_is_never_replaced_by_the_download(release, tmp_path, monkeypatch, capsys):
+    """A smaller SSV2A file (another config's, under the release's size) at CHECKPOINT_PATH is the user's: it is
+    loaded as it is, never fetched over. (The run stops where its folder would be made, every model loaded.)"""
+    monkeypatch.setitem(ck.CHECKPOINTS, "ssv2a", dataclasses.replace(ck.CHECKPOINTS["ssv2a"], min_bytes=82_318_210 * 4))
+    calls = []
+    monkeypatch.setattr(ck, "_drive_fetch", rf.drive_folder({"ssv2a.pth": release["ckpts"] / "ssv2a.pth"}, calls))
+    mine = tmp_path / "mine.pth"
+    rf.ssv2a_release(pipeline.tiny_ssv2a(seed=5), mine)
+    data = mine.read_bytes()
+    out = tmp_path / "outputs"
+
+    def stop(*args, **kwargs):
+        raise main.UserError("stopped where the run folder would be made")
+    monkeypatch.setattr(main, "new_run_dir", stop)
+    code = main.main([f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}", f"--CHECKPOINT_PATH={mine}",
+                      "--DEVICE=cpu"])
+    captured = capsys.readouterr()
+    assert code == 2 and "stopped where the run folder would be made" in captured.err, captured.err[-3000:]
+    assert f"Loading SSV2A from {mine.resolve()}" in captured.out
+    assert calls == [] and mine.read_bytes() == data and sorted(p.name for p in tmp_path.iterdir()) == ["mine.pth"]
+
+
 @pytest.mark.parametrize("name, damage, says", [
     ("clip", "garbage", "SHA-256 does not match"),
     ("sam2", "garbage", "not a complete zip archive"),
