@@ -20,7 +20,7 @@ import mask
 import metrics
 import release_formats as rf
 import util
-from model import aldm, detect, pipeline
+from model import aldm, ciap, detect, pipeline
 from model import checkpoints as ck
 
 ROOT = main.Path(__file__).resolve().parent.parent
@@ -66,6 +66,8 @@ def release(tmp_path_factory):
     vggish, cnn14 = metrics.tiny_vggish(seed=17).model, metrics.tiny_cnn14(seed=18).model
     torch.save(vggish.state_dict(), ckpts / "vggish-10086976.pth")
     torch.save({"model": cnn14.state_dict(), "iteration": 600000}, ckpts / "Cnn14_mAP=0.431.pth")
+    # CIAP's ResNet18 backbone (train_ciap.py): torchvision's plain state dict
+    torch.save(ciap.tiny_resnet18(seed=19).state_dict(), ckpts / "resnet18-f37072fd.pth")
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ck, "CHECKPOINT_DIR", ckpts)
@@ -75,6 +77,10 @@ def release(tmp_path_factory):
         mp.setitem(ck.CHECKPOINTS, "clap", dataclasses.replace(ck.CHECKPOINTS["clap"], sha256=clap_sha, min_bytes=0))
         for name in ("sam2", "yolo", "ssv2a", "vggish", "panns_cnn14"):
             mp.setitem(ck.CHECKPOINTS, name, dataclasses.replace(ck.CHECKPOINTS[name], min_bytes=0))
+        resnet_sha = hashlib.sha256((ckpts / "resnet18-f37072fd.pth").read_bytes()).hexdigest()
+        mp.setitem(ck.CHECKPOINTS, "resnet18", dataclasses.replace(ck.CHECKPOINTS["resnet18"], min_bytes=0,
+                                                                    sha256_prefix=resnet_sha[:8]))
+        mp.setattr(ciap, "build_resnet18", ciap.tiny_resnet18)   # the tiny file's architecture
         mp.setattr(metrics, "build_vggish", lambda: metrics.tiny_vggish().model)   # the tiny files' architectures
         mp.setattr(metrics, "build_cnn14", lambda: metrics.tiny_cnn14().model)
         mp.setattr(mask, "SAM2_CONFIG", mask.TINY_CONFIG)           # the tiny file's architecture
