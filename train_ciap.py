@@ -769,7 +769,7 @@ def plot_curves(history, path, title="CIAP"):
     from matplotlib.figure import Figure
     from util import new_file
     epochs, chance = [h["epoch"] for h in history], history[-1]["chance"]
-    fig = Figure(figsize=(15, 4.2), layout="constrained")
+    fig = Figure(figsize=(15, 4.8), layout="constrained")
     loss_ax, recall_ax, rank_ax = fig.subplots(1, 3)
     loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train")
     loss_ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
@@ -781,7 +781,7 @@ def plot_curves(history, path, title="CIAP"):
                        label=f"{key} audio->image")
         recall_ax.axhline(chance[key], color=colour, ls=":", lw=1.5, label=f"{key} chance")
     recall_ax.set(title=f"validation recall ({history[-1]['val_pairs']} pairs)", xlabel="epoch", ylim=(-0.02, 1.02))
-    recall_ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.13))
+    recall_ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     rank_ax.plot(epochs, [h["image_to_audio"]["median_rank"] for h in history], label="image->audio")
     rank_ax.plot(epochs, [h["audio_to_image"]["median_rank"] for h in history], ls="--", label="audio->image")
     rank_ax.axhline(chance["median_rank"], color="0.4", ls=":", label="chance")
