@@ -403,7 +403,7 @@ def test_train_ciap_reads_the_release_files(release, tmp_path):
     convert_weights(clip16)                     # OpenAI's fp16 rounding of the same weights
     expected = util.clip_image_embeddings(images, model=clip16.float(), preprocess=release["models"]["clip"][1])
     torch.testing.assert_close(features["image"], expected, atol=1e-5, rtol=0)
-    scorer = evaluation.ClapScorer(release["models"]["clap"].eval(), None, "cpu", "the file's weights")
+    scorer = scorers.ClapScorer(release["models"]["clap"].eval(), None, "cpu", "the file's weights")
     torch.testing.assert_close(features["audio"], scorer.audio_embeddings(waves, 16000), atol=1e-5, rtol=0)
     resnet = ciap.ResNetFeatures(ciap.tiny_resnet18(seed=19))
     x = torch.stack([ciap.resnet_preprocess()(util.load_image_rgb(p)) for p in images])
