@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import release_formats as rf
 import soundfile as sf
 import torch
 
+import errors
 import loader
 import main
 import mask
@@ -27,7 +29,7 @@ import util
 from model import aldm, detect, pipeline
 from model import checkpoints as ck
 
-ROOT = main.Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 LOADER_CACHES = [util._load_clip, mask._load_sam2, detect._load_yolo, pipeline._load_ssv2a, aldm._load_audioldm,
                  scorers._load_clap, scorers._load_ast]
 
@@ -253,8 +255,8 @@ def test_a_file_at_checkpoint_path_is_never_replaced_by_the_download(release, tm
     out = tmp_path / "outputs"
 
     def stop(*args, **kwargs):
-        raise main.UserError("stopped where the run folder would be made")
-    monkeypatch.setattr(runs, "new_run_dir", stop)   # runs.run_edit_pair makes the folder (issue 22's layout)
+        raise errors.UserError("stopped where the run folder would be made")
+    monkeypatch.setattr(runs, "new_run_dir", stop)
     code = main.main([f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}", f"--CHECKPOINT_PATH={mine}",
                       "--DEVICE=cpu"])
     captured = capsys.readouterr()
@@ -333,7 +335,7 @@ def test_damaged_hugging_face_files_get_one_clean_message(release, tmp_path, mon
     shutil.copytree(release["hub"], hub)
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hub))
-    path = main.Path(ck.hf_model_dir(name, download=False)) / file
+    path = Path(ck.hf_model_dir(name, download=False)) / file
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2])
     _clear_loaders()

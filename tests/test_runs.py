@@ -194,7 +194,7 @@ def test_a_run_refused_before_it_made_anything_leaves_no_folder(tmp_path):
     (run_dir,) = tmp_path.iterdir()   # what it made is kept, and run.json says why it ended
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "failed" and "outside the centre square" in record["error"]
-    assert record["outputs"] == ["mask_remove_cat.png"]
+    assert record["outputs"] == ["mask_remove_cat.png", "run.json"]
 
 
 def test_run_edit_pair_records_the_callers_fields_progress_and_a_cancel(tmp_path):
