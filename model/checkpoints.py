@@ -138,8 +138,17 @@ CHECKPOINTS = {c.name: c for c in [
         min_bytes=72_141_184 * 4,
     ),
     Checkpoint(
-        name="panns_cnn14", what="PANNs CNN14 (Kong et al. 2020, AudioSet mAP 0.431), panns_inference's release: "
-                                 "the FD / KL of metrics.py; 81,837,071 parameters, ~327 MB",
+        name="panns_cnn14_16k", what="PANNs CNN14 trained on 16 kHz AudioSet (Kong et al. 2020, mAP 0.438; window "
+                                     "512, hop 160, 64 mels 50-8000 Hz): the FD / KL of metrics.py for 16 kHz audio, "
+                                     "as audioldm_eval; 81,033,231 parameters, ~324 MB",
+        filename="Cnn14_16k_mAP=0.438.pth",
+        url="https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth?download=1",
+        min_bytes=300_000_000,
+    ),
+    Checkpoint(
+        name="panns_cnn14", what="PANNs CNN14 at 32 kHz (Kong et al. 2020, AudioSet mAP 0.431), panns_inference's "
+                                 "release: FD / KL with --cnn14=32k only (audioldm_eval's model for 32 kHz audio); "
+                                 "81,837,071 parameters, ~327 MB",
         filename="Cnn14_mAP=0.431.pth",
         url="https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth?download=1",
         min_bytes=300_000_000,   # panns_inference itself re-downloads a file under 3e8 bytes as incomplete
@@ -600,6 +609,7 @@ VERIFIERS = {
     "roberta": "scorers:verify_roberta_folder",
     "ast": "scorers:verify_ast_folder",
     "vggish": "metrics:verify_vggish_file",
+    "panns_cnn14_16k": "metrics:verify_cnn14_16k_file",
     "panns_cnn14": "metrics:verify_cnn14_file",
     "resnet18": "model.ciap:verify_resnet18_file",
 }
