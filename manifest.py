@@ -423,11 +423,12 @@ def _counts(statuses):
 
 def over_pairs_lines(figures):
     """The headline over pairs as printed: the first scorer's is the HEADLINE, the other's a second view."""
+    from verdict import number_text
     lines = []
     for i, (short, f) in enumerate(figures.items()):
-        ci = f"95% CI [{f['ci95'][0]:+.4f}, {f['ci95'][1]:+.4f}]" if f["ci95"] else "no CI with one pair"
+        ci = f"95% CI [{number_text(f['ci95'][0])}, {number_text(f['ci95'][1])}]" if f["ci95"] else "no CI with one pair"
         title = "HEADLINE over pairs" if i == 0 else "  second view"
-        lines.append(f"{title} ({short}; pairs as the unit): {f['mean']:+.4f} {ci} over {f['n_pairs']} pair(s), "
+        lines.append(f"{title} ({short}; pairs as the unit): {number_text(f['mean'])} {ci} over {f['n_pairs']} pair(s), "
                      f"floor {f['floor']:g} {f['unit']}: {f['status']}")
         lines.append(f"    each pair's status of that contrast, adjusted by {f['per_pair_adjustment']}: "
                      + ", ".join(f"{n} {s}" for s, n in f["per_pair_statuses"]["adjusted"].items())

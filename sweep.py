@@ -210,10 +210,12 @@ def seed_span(seeds):
 
 
 def interval_text(row, key):
-    """'+0.0310 [+0.0120, +0.0500] PASS': a table row's mean, 95% interval and status of one contrast column."""
-    ci = (f"[{row[key + ' ci_low']:+.4f}, {row[key + ' ci_high']:+.4f}]" if key + " ci_low" in row
+    """'+0.0310 [+0.0120, +0.0500] PASS': a table row's mean, 95% interval and status of one contrast column
+    (tiny figures, such as a random-weight run's, in two significant digits, as the verdict prints them)."""
+    from verdict import number_text
+    ci = (f"[{number_text(row[key + ' ci_low'])}, {number_text(row[key + ' ci_high'])}]" if key + " ci_low" in row
           else "(no CI with one seed)")
-    return f"{row[key + ' mean']:+.4f} {ci} {row[key + ' status']}"
+    return f"{number_text(row[key + ' mean'])} {ci} {row[key + ' status']}"
 
 
 def confirm_choice(shared, rows, rank_key, settings, embs, suffixes):

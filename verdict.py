@@ -307,7 +307,7 @@ def build_verdict(scores, roles, tolerance=0.05, rows=(0, 1, 2), min_effect=0.01
     return result
 
 
-def _num(x, signed=True):
+def number_text(x, signed=True):
     """4 decimals, or 2 significant digits for tiny non-zero values (random-weight runs move scores by 1e-5)."""
     if x != 0 and abs(x) < 1e-3:
         return f"{x:+.1e}" if signed else f"{x:.1e}"
@@ -315,9 +315,9 @@ def _num(x, signed=True):
 
 
 def _pm(stats):
-    text = _num(stats["mean"])
+    text = number_text(stats["mean"])
     if stats["std"] is not None:
-        text += f" ± {_num(stats['std'], signed=False)}"
+        text += f" ± {number_text(stats['std'], signed=False)}"
     return text
 
 
@@ -329,7 +329,7 @@ def bound_text(c):
 
 
 def _stat_line(c):
-    ci = f"95% CI [{_num(c['ci95'][0])}, {_num(c['ci95'][1])}]" if c["ci95"] else "no CI with one seed"
+    ci = f"95% CI [{number_text(c['ci95'][0])}, {number_text(c['ci95'][1])}]" if c["ci95"] else "no CI with one seed"
     return f"delta {_pm(c)}, {ci}, {bound_text(c)}, holds in {c['fraction_holds']:.0%} of seeds"
 
 
