@@ -255,6 +255,19 @@ def test_a_question_status_is_inconclusive_when_one_check_is():
     assert "inconclusive added_increased" in verdict.format_verdict(r)
 
 
+def test_no_effect_needs_every_up_down_check_to_show_it():
+    """'no effect' is a claim with evidence: one check within its floor and another undecided is undecided."""
+    def check(status, expect="up"):
+        return {"status": status, "expect": expect}
+    same = check("PASS", "same")
+    status = lambda *c: verdict.overall_status(dict(enumerate(c)))   # noqa: E731
+    assert status(check("no effect"), check("no effect", "down"), same) == "no effect"
+    assert status(check("no effect"), check("inconclusive", "down"), same) == "inconclusive"
+    assert status(check("PASS"), check("PASS", "down"), same) == "PASS"
+    assert status(check("PASS"), check("no effect", "down"), same) == "inconclusive"
+    assert status(check("PASS"), check("FAIL", "down"), check("inconclusive", "same")) == "FAIL"
+
+
 def test_a_source_without_audioset_class_is_left_to_clap_never_mixed():
     scores = crafted_scores()
     del scores["classifier"]["dog"]
