@@ -161,7 +161,9 @@ def models():
 
 def edit_cfg(recording):
     return {**settings.default_config(main), **settings.SMOKE_SETTINGS, "SMOKE": True, "AUDIO_INPUT": str(recording),
-            "EDIT_STRENGTH": 0.75, "DDIM_STEPS": 4, "DURATION": 1.0}
+            "EDIT_STRENGTH": 0.75, "DDIM_STEPS": 4, "DURATION": 1.0,
+            # floors off their defaults, so that a comparison read against a default floor shows
+            "EVAL_MIN_EFFECT": 0.02, "EVAL_MIN_EFFECT_CLAP": 0.004, "EVAL_TOLERANCE_CLAP": 0.02}
 
 
 def run_step8(module, run_dir, recording, models):
@@ -218,6 +220,14 @@ def check_edit_wiring(run_dir, cfg, claps, pipe):
                 if figure is None or abs(figure[s] - want) > 0.05:
                     problems.append(f"the preservation of {name} (seed {seed}) in edit_results.json is not against "
                                     f"{base}: {figure and figure[s]} vs {want:.4f} dB")
+    units = {"classifier": ("EVAL_MIN_EFFECT", "EVAL_TOLERANCE"), "clap": ("EVAL_MIN_EFFECT_CLAP", "EVAL_TOLERANCE_CLAP")}
+    for block in (results, results.get("raw", {})):
+        for name, comparison in block.get("edit_success", {}).items():
+            for view, (floor, tolerance) in units.items():
+                for check, c in comparison[view]["checks"].items():
+                    want = cfg[tolerance] if c["expect"] == "same" else cfg[floor]
+                    if (c["tolerance"] if c["expect"] == "same" else c["min_effect"]) != want:
+                        problems.append(f"{name}'s {view} check {check} is not read against {floor if c['expect'] != 'same' else tolerance}")
     if set(results["edit_success"]) != {"edited", "edited_plain"} or results["judged_against"] != "reconstructed" or \
             set(results["preservation"]["edited"]) != set(evaluation.PRESERVATION_METRICS) or \
             set(results["raw"]["preservation"]) != {"reconstructed", "edited", "edited_plain"}:
