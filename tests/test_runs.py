@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -194,7 +195,7 @@ def test_a_run_refused_before_it_made_anything_leaves_no_folder(tmp_path):
     (run_dir,) = tmp_path.iterdir()   # what it made is kept, and run.json says why it ended
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "failed" and "outside the centre square" in record["error"]
-    assert record["outputs"] == ["mask_remove_cat.png"]
+    assert record["outputs"] == ["mask_remove_cat.png", "run.json"]
 
 
 def test_run_edit_pair_records_the_callers_fields_progress_and_a_cancel(tmp_path):
@@ -205,16 +206,134 @@ def test_run_edit_pair_records_the_callers_fields_progress_and_a_cancel(tmp_path
 
     def progress(step, k=None, n=None, run_dir=None):
         told.append((step, run_dir))
-        if step == "masks":
-            raise errors.RunCancelled("cancelled from the browser before step 'masks'")
+        if step == cancel_at:
+            raise errors.RunCancelled(f"cancelled from the browser before step '{step}'")
 
     def pipeline(cfg, models, run_dir, images, prompts, record, progress):
         assert json.loads((run_dir / "run.json").read_text())["status"] == "running"
         progress("masks")
+        (run_dir / "mask_remove_cat.png").write_bytes(b"\x89PNG")
+        progress("tokens")
+
+    # cancelled before its first step: it made nothing, so it leaves no folder (as a refused run)
+    cancel_at = "masks"
+    with pytest.raises(errors.RunCancelled):
+        runs.run_edit_pair(cfg, models, inputs_, pipeline, progress=progress, record={"app": "python app.py"})
+    assert told[0][0] == "started" and told[1:] == [("masks", None)]
+    assert list(tmp_path.iterdir()) == [] and cfg["_RUN_DIR"] is None
+    # cancelled between steps: what it made stays, and run.json says 'cancelled'
+    told.clear()
+    cancel_at = "tokens"
     with pytest.raises(errors.RunCancelled):
         runs.run_edit_pair(cfg, models, inputs_, pipeline, progress=progress, record={"app": "python app.py"})
     (run_dir,) = tmp_path.iterdir()
-    assert told == [("started", run_dir), ("masks", None)]
+    assert told == [("started", run_dir), ("masks", None), ("tokens", None)]
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "cancelled" and record["app"] == "python app.py" and record["removed"] == "cat"
-    assert run_dir.name.endswith("_cat-to-astronaut_smoke")
+    assert record["outputs"] == ["mask_remove_cat.png", "run.json"] and run_dir.name.endswith("_cat-to-astronaut_smoke")
+
+
+# -----------------------------------------------------------------------------
+# a server's runs: one device queue, runs in worker threads ended by the server's signals
+
+
+def test_the_device_queue_runs_one_at_a_time_in_order_and_a_cancel_withdraws_a_waiting_run():
+    import threading
+    import errors
+    device = runs.DeviceQueue()
+    log, told = [], {}
+    release = threading.Event()
+    cancels = {name: threading.Event() for name in "ABCD"}
+
+    def run(name):
+        try:
+            with device.turn(cancelled=cancels[name], on_wait=lambda ahead: told.setdefault(name, []).append(ahead)):
+                log.append(("start", name))
+                if name == "A":
+                    release.wait(10)
+                log.append(("end", name))
+        except errors.RunCancelled as err:
+            log.append(("cancelled", name, str(err)))
+
+    threads = {}
+    for name in "ABCD":   # A runs; B, C, D wait in this order
+        threads[name] = threading.Thread(target=run, args=(name,))
+        threads[name].start()
+        deadline = time.time() + 10
+        while device.waiting < "ABCD".index(name) and time.time() < deadline:
+            time.sleep(0.01)
+    assert device.waiting == 3 and log == [("start", "A")]
+    assert told == {"B": [1], "C": [2], "D": [3]}   # runs ahead of each, the running one included
+    cancels["C"].set()
+    threads["C"].join(10)
+    assert log[-1][:2] == ("cancelled", "C") and "never started" in log[-1][2] and device.waiting == 2
+    time.sleep(0.3)
+    assert told["D"] == [3, 2]   # D moved up when C left
+    release.set()
+    for t in threads.values():
+        t.join(10)
+    assert [e[:2] for e in log if e[0] != "cancelled"] == [("start", "A"), ("end", "A"), ("start", "B"), ("end", "B"),
+                                                           ("start", "D"), ("end", "D")]
+    assert device.waiting == 0
+
+
+def run_in_thread(tmp_path, pipeline):
+    """run_edit_pair in a worker thread, as the bench runs it: (thread, [what it ended with])."""
+    import threading
+    cfg, models, inputs_ = smoke_models_and_inputs()
+    cfg["OUTPUT_DIR"] = str(tmp_path)
+    ended = []
+
+    def work():
+        try:
+            runs.run_edit_pair(cfg, models, inputs_, pipeline)
+            ended.append("returned")
+        except BaseException as err:   # noqa: BLE001 - the test reads what the run ended with
+            ended.append(err)
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, ended
+
+
+def test_a_server_stopped_by_a_signal_records_its_runs_in_threads_as_interrupted(tmp_path):
+    started = []
+
+    def pipeline(cfg, models, run_dir, images, prompts, record, progress):
+        (run_dir / "mask_remove_cat.png").write_bytes(b"\x89PNG")
+        started.append(run_dir)
+        for _ in range(3000):   # Python between the device's calls: the stop lands at once
+            time.sleep(0.01)
+        (run_dir / "late.wav").write_bytes(b"RIFF")
+    thread, ended = run_in_thread(tmp_path, pipeline)
+    deadline = time.time() + 20
+    while not started and time.time() < deadline:
+        time.sleep(0.01)
+    start = time.perf_counter()
+    stopped = runs.interrupt_open_runs("SIGTERM (the process was told to stop)", wait_s=10)
+    assert time.perf_counter() - start < 5
+    thread.join(5)
+    assert not thread.is_alive() and isinstance(ended[0], runs.Stopped)
+    assert stopped == started
+    record = json.loads((started[0] / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["error"] == "SIGTERM (the process was told to stop)"
+    assert record["outputs"] == ["mask_remove_cat.png", "run.json"] and not (started[0] / "late.wav").exists()
+
+
+def test_a_run_inside_one_long_call_is_recorded_as_interrupted_by_the_server(tmp_path):
+    started = []
+
+    def pipeline(cfg, models, run_dir, images, prompts, record, progress):
+        started.append(run_dir)
+        time.sleep(3)   # one call that Python cannot interrupt (a long kernel on the device)
+        record.update(after="the call")
+    thread, ended = run_in_thread(tmp_path, pipeline)
+    deadline = time.time() + 20
+    while not started and time.time() < deadline:
+        time.sleep(0.01)
+    runs.interrupt_open_runs("SIGHUP (the process was told to stop)", wait_s=0.2)
+    record = json.loads((started[0] / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["error"].startswith("SIGHUP")
+    thread.join(10)   # the run's thread stops when the call returns; the record it finds is final
+    assert isinstance(ended[0], runs.Stopped)
+    again = json.loads((started[0] / "run.json").read_text())
+    assert again["status"] == "interrupted" and "after" not in again and again["ended"] == record["ended"]
