@@ -276,6 +276,26 @@ def test_the_device_queue_runs_one_at_a_time_in_order_and_a_cancel_withdraws_a_w
                                                            ("start", "D"), ("end", "D")]
     assert device.waiting == 0
 
+    # first come, first served: six runs queued behind a busy device start in the order they came
+    order, hold = [], threading.Event()
+
+    def queued(name):
+        with device.turn():
+            order.append(name)
+            if name == "busy":
+                hold.wait(10)
+            time.sleep(0.02)
+    waiters = [threading.Thread(target=queued, args=(name,)) for name in ["busy", *"123456"]]
+    for n, t in enumerate(waiters):
+        t.start()
+        while device.waiting < n and time.time() < deadline + 20:
+            time.sleep(0.005)
+        time.sleep(0.013 * n)   # the waiters' polls fall at scattered times, not in their order
+    hold.set()
+    for t in waiters:
+        t.join(10)
+    assert order == ["busy", *"123456"]
+
 
 def run_in_thread(tmp_path, pipeline):
     """run_edit_pair in a worker thread, as the bench runs it: (thread, [what it ended with])."""
