@@ -300,8 +300,9 @@ def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None, 
 def step8_edit(cfg, models, run_dir, claps, seeds, prompts, strength=None, manip_row=2, suffix=""):
     """A_0 inverted under c_src (baseline_original's remix CLAP) and regenerated under c_tgt (the manipulated
     row's) and, for comparison, under baseline_edited's ('edit by plain I_1'), per seed. Writes audio_input.wav,
-    edited*.wav and edited_plain*.wav (wav_name's seed naming, `suffix` before it in sweeps), a before/after
-    spectrogram figure and edit_results*.json; returns the dict written there (plus the audio under '_audio')."""
+    reconstructed.wav (A_0 through AudioLDM's VAE and vocoder alone), edited*.wav and edited_plain*.wav
+    (wav_name's seed naming, `suffix` before it in sweeps), a before/after spectrogram figure and
+    edit_results*.json; returns the dict written there (plus the audio under '_audio')."""
     import numpy as np
     import evaluation
     import scorers
@@ -317,6 +318,10 @@ def step8_edit(cfg, models, run_dir, claps, seeds, prompts, strength=None, manip
     a0 = edit.audioldm_waveform(wave, n).astype(np.float32)   # normalised and padded as AudioLDM's loader does
     if not (run_dir / "audio_input.wav").exists():
         save_wav(run_file(run_dir, "audio_input.wav"), a0, sr)
+    # what any edit can keep of A_0: its latent decoded, no denoising (DDPM inversion under c_src gives it back)
+    recon = edit.latents_to_audio(models.aldm, edit.encode_audio(models.aldm, a0, cfg["DURATION"]), cfg["DURATION"])[0]
+    if not (run_dir / "reconstructed.wav").exists():
+        save_wav(run_file(run_dir, "reconstructed.wav"), recon, sr)
     batch = max(1, int(cfg["AUDIO_BATCH"]) // 2)   # two targets regenerate from each inversion
     out = []
     for start in range(0, len(seeds), batch):
@@ -329,7 +334,8 @@ def step8_edit(cfg, models, run_dir, claps, seeds, prompts, strength=None, manip
         for k, name in enumerate(EDIT_AUDIO_NAMES[1:]):
             save_wav(run_file(run_dir, wav_name(name + suffix, seed, seeds[0])), out[k, s], sr)
     audio = np.stack([np.repeat(a0[None], len(seeds), 0), out[0], out[1]], axis=1)   # [S, 3, n]
-    evaluation.plot_spectrograms({"A_0 (audio_input)": a0, "edited": out[0, 0], "edited_plain": out[1, 0]}, sr,
+    evaluation.plot_spectrograms({"A_0 (audio_input)": a0, "reconstructed (VAE + vocoder)": recon,
+                                  "edited": out[0, 0], "edited_plain": out[1, 0]}, sr,
                                  run_file(run_dir, f"edit_spectrograms{suffix}.png"))
     roles = roles_of(cfg, prompts)
     scores = scorers.score_run(audio, source_names(cfg, prompts), models.ast, models.clap, cfg["AUDIO_CLASSES"],
@@ -342,10 +348,14 @@ def step8_edit(cfg, models, run_dir, claps, seeds, prompts, strength=None, manip
                                                           cfg["EVAL_MIN_EFFECT"], names=("A_0", n))
                                for r, n in enumerate(EDIT_AUDIO_NAMES) if r},
               "preservation": {EDIT_AUDIO_NAMES[r]: v for r, v in
-                               evaluation.preservation(audio, sr, clap_embs=scores["clap_embs"]).items()}}
+                               evaluation.preservation(audio, sr, clap_embs=scores["clap_embs"]).items()},
+              "reconstruction": {"file": "reconstructed.wav", "what": "A_0's latent through AudioLDM's VAE decoder "
+                                 "and vocoder, no denoising: the most of A_0 any edit can keep",
+                                 "preservation": evaluation.preservation(np.stack([a0, recon])[None], sr)[1]}}
     result["target"] = {n: verdict.edit_target(c) for n, c in result["edit_success"].items()}
     write_json(run_file(run_dir, f"edit_results{suffix}.json"), result)
-    print(evaluation.format_preservation(result["preservation"]))
+    print(evaluation.format_preservation({"reconstructed": result["reconstruction"]["preservation"],
+                                          **result["preservation"]}))
     for name, comparison in result["edit_success"].items():
         print(f"  {name} vs A_0: " + ", ".join(f"{check} {c['status']} ({c['mean']:+.4f})" for check, c in
                                                comparison["classifier"]["checks"].items()))

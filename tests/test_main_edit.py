@@ -179,6 +179,10 @@ def check_edit_wiring(run_dir, cfg, claps, pipe):
     if np.abs(saved - a0).max() > 2 / 32767:
         problems.append("audio_input.wav is not the normalised recording")
     z0 = edit.encode_audio(pipe, a0, cfg["DURATION"])
+    recon, _ = sf.read(run_dir / "reconstructed.wav", dtype="float32")
+    decoded = np.clip(edit.latents_to_audio(pipe, z0, cfg["DURATION"])[0], -1, 1)
+    if recon.shape != decoded.shape or np.abs(recon - decoded).max() > 5e-4:
+        problems.append("reconstructed.wav is not A_0's latent through the VAE decoder and vocoder")
     for s, seed in enumerate(SEEDS):
         inv = edit.invert(pipe, z0, claps[s, 0], cfg["EDIT_STRENGTH"], cfg["DDIM_STEPS"], cfg["GUIDANCE"], seed,
                           cfg["EDIT_METHOD"])
@@ -192,6 +196,11 @@ def check_edit_wiring(run_dir, cfg, claps, pipe):
     if set(results["edit_success"]) != {"edited", "edited_plain"} or \
             set(results["preservation"]["edited"]) != set(evaluation.PRESERVATION_METRICS):
         problems.append("edit_results.json lacks the comparisons or the preservation metrics")
+    kept = evaluation.preservation(np.stack([a0, decoded])[None], SR)[1]
+    figures = results["reconstruction"]["preservation"]
+    if set(figures) != set(kept) or any(not math.isclose(figures[m]["mean"], kept[m]["mean"], rel_tol=1e-3,
+                                                         abs_tol=1e-4) for m in kept):
+        problems.append("edit_results.json's reconstruction figures are not reconstructed.wav's against A_0")
     return problems
 
 
@@ -199,6 +208,13 @@ def test_step8_is_wired_as_the_method(recording, models, tmp_path):
     cfg, claps = run_step8(main, tmp_path / "run", recording, models)
     problems = check_edit_wiring(tmp_path / "run", cfg, claps, models.aldm)
     assert problems == [], "\n".join(problems)
+    # the reconstruction is what DDPM inversion gives back when the target is the source itself
+    pipe = models.aldm
+    z0 = edit.encode_audio(pipe, tone(2.0)[:int(cfg["DURATION"] * SR)], cfg["DURATION"])
+    inv = edit.invert(pipe, z0, claps[0, 0], cfg["EDIT_STRENGTH"], cfg["DDIM_STEPS"], cfg["GUIDANCE"], SEEDS[0],
+                      "ddpm-inversion")
+    back = edit.latents_to_audio(pipe, edit.regenerate(pipe, inv, claps[0, 0]), cfg["DURATION"])[0]
+    assert np.abs(back - edit.latents_to_audio(pipe, z0, cfg["DURATION"])[0]).max() < 1e-4
 
 
 MUTANTS = {
@@ -209,6 +225,8 @@ MUTANTS = {
     "the wrong seed's noise maps": ('cfg["GUIDANCE"], seeds[rows],', 'cfg["GUIDANCE"], seeds[rows][::-1],'),
     "plain edit under the manipulated row": ("[claps[rows, manip_row], claps[rows, 1]]",
                                              "[claps[rows, manip_row], claps[rows, manip_row]]"),
+    "the reconstruction of another audio than A_0": ("edit.encode_audio(models.aldm, a0, cfg",
+                                                     "edit.encode_audio(models.aldm, a0[::-1], cfg"),
 }
 
 
