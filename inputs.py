@@ -112,28 +112,34 @@ def parse_prompt(name, p, text_prompt=None):
 
 def check_image_and_points(image_path, prompt, notes):
     """The image opens safely and every point lies on it and where CLIP can see it; UserError otherwise."""
-    from mask import check_points_inside
-    from util import clip_view_box, inspect_image
+    from util import inspect_image
     try:
         info = inspect_image(image_path)
     except (ValueError, OSError) as err:
         raise UserError(str(err)) from err
     notes.extend(info["warnings"])
-    if prompt.by_text:
-        return info
+    if not prompt.by_text:
+        check_points(image_path, info["size"], prompt)
+    return info
+
+
+def check_points(image_path, size, prompt):
+    """Every point of a prompt lies on the image of `size` (W, H) and one on the object inside the centre square
+    CLIP sees; UserError otherwise. No file is read (the bench checks each click with it)."""
+    from mask import check_points_inside
+    from util import clip_view_box
     try:
-        check_points_inside(prompt.points, info["size"], str(image_path))
+        check_points_inside(prompt.points, size, str(image_path))
     except ValueError as err:
         raise UserError(f"SAM2_PROMPTS[{prompt.name!r}]: {err}") from err
-    x0, y0, x1, y1 = clip_view_box(info["size"])
+    x0, y0, x1, y1 = clip_view_box(size)
     positive = [p for p, lab in zip(prompt.points, prompt.labels) if lab == 1]
     if not any(x0 <= x < x1 and y0 <= y < y1 for x, y in positive):
         raise UserError(
             f"SAM2_PROMPTS[{prompt.name!r}]: every point on the object lies outside the centre square that CLIP "
-            f"sees of {Path(image_path).name} ({info['size'][0]} x {info['size'][1]}: x in [{x0:g}, {x1:g}), y in "
+            f"sees of {Path(image_path).name} ({size[0]} x {size[1]}: x in [{x0:g}, {x1:g}), y in "
             f"[{y0:g}, {y1:g})), so no CLIP patch would hold the object. Crop the image so the object is inside that "
             "square, or put a point on a part of it that is")
-    return info
 
 
 def eval_labels(cfg, removed, added):
