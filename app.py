@@ -46,7 +46,7 @@ import inputs  # noqa: E402
 import main  # noqa: E402
 import runs  # noqa: E402
 import settings  # noqa: E402
-from audio_io import AUDIO_NAMES, read_audio_input, wav_name  # noqa: E402
+from audio_io import AUDIO_NAMES, EDIT_AUDIO_NAMES, read_audio_input, wav_name  # noqa: E402
 from errors import RunCancelled, UserError  # noqa: E402
 from loader import check_audio_classes, load_models  # noqa: E402
 from model.checkpoints import _sha256 as file_sha256  # noqa: E402   (the registry's file hash)
@@ -773,13 +773,14 @@ def build_ui(bench):
                     with gr.Row():
                         edit_audios = [gr.Audio(label=label, type="filepath", interactive=False, elem_id=elem)
                                        for label, elem in (("A_0: the recording as used", "edit_audio_input"),
-                                                           ("reconstructed (VAE + vocoder)", "edit_reconstructed"),
+                                                           ("reconstructed (A_0 regenerated under c_src)", "edit_reconstructed"),
                                                            ("edited (E_final)", "edit_edited"),
                                                            ("edited_plain (plain I_1)", "edit_edited_plain"))]
                     edit_spectrograms = gr.Image(show_label=False, label="before/after spectrograms",
                                                  interactive=False, elem_id="edit_spectrograms",
                                                  buttons=["fullscreen"])
-                    preservation = gr.Textbox(label="preservation of A_0 and the edits' effect", lines=9,
+                    preservation = gr.Textbox(label="preservation (against the reconstruction, then A_0 as recorded) and "
+                                              "the edits' effect", lines=16,
                                               interactive=False, elem_id="preservation")
                 scores_plot = gr.Image(show_label=False, label="scores per source and audio; the verdict's paired "
                                        "differences", interactive=False, elem_id="scores", buttons=["fullscreen"])
@@ -1106,18 +1107,19 @@ def build_ui(bench):
             if not (folder / "edit_results.json").is_file():
                 return {edit_group: gr.update(visible=False)}
             result = json.loads((folder / "edit_results.json").read_text())
-            files = ["audio_input.wav", "reconstructed.wav", wav_name("edited", seed, seeds[0]),
-                     wav_name("edited_plain", seed, seeds[0])]
+            files = ["audio_input.wav"] + [wav_name(name, seed, seeds[0]) for name in EDIT_AUDIO_NAMES[1:]]
             out = {edit_group: gr.update(visible=True), edit_spectrograms: str(folder / "edit_spectrograms.png")}
             for player, name in zip(edit_audios, files):
                 out[player] = str(folder / name) if (folder / name).is_file() else None
-            rows = {"reconstructed": result["reconstruction"]["preservation"], **result["preservation"]}
-            targets = [f"  {name} vs A_0 ({t['scorer']}): change of P(added) - change of P(removed) "
-                       f"{fmt(t['mean'])}" + (f", 95% CI [{fmt(t['ci95'][0])}, {fmt(t['ci95'][1])}]" if t["ci95"]
-                                                 else "") + f": {t['status']}"
-                       for name, t in result["target"].items()]
+            targets = [f"  {name} vs {'A_0' if against == 'audio_input' else against} ({t['scorer']}): change of "
+                       f"P(added) - change of P(removed) {fmt(t['mean'])}"
+                       + (f", 95% CI [{fmt(t['ci95'][0])}, {fmt(t['ci95'][1])}]" if t["ci95"] else "")
+                       + f": {t['status']}"
+                       for against, judged in ((result["judged_against"], result["target"]),
+                                               (result["raw"]["judged_against"], result["raw"]["target"]))
+                       for name, t in judged.items()]
             out[preservation] = (f"{result['method']}, strength {result['strength']:g} of {result['steps']} steps\n"
-                                 + evaluation.format_preservation(rows) + "\n  Edit success (target):\n"
+                                 + evaluation.format_edit_preservation(result) + "\n  Edit success (target):\n"
                                  + "\n".join(targets))
             return out
 

@@ -29,6 +29,7 @@ from conftest import free_port
 import app
 import audio_io
 import errors
+import evaluation
 import main
 import settings
 
@@ -436,7 +437,13 @@ def test_page_sees_clicks_runs_compares_edits_sweeps_and_the_cli_makes_the_same_
     for elem, name in (("edit_audio_input", "audio_input.wav"), ("edit_reconstructed", "reconstructed.wav"),
                        ("edit_edited", "edited.wav"), ("edit_edited_plain", "edited_plain.wav")):
         assert played(page, elem) == sha(folder_b / name), elem
-    assert "log_mel_l1_db" in page.locator("#preservation textarea").input_value()
+    shown = page.locator("#preservation textarea").input_value()
+    # both preservation tables (against the reconstruction first, A_0 as recorded second), each edit judged both ways
+    assert "log_mel_l1_db" in shown and \
+        shown.index(evaluation.EDIT_PRESERVATION_TITLES["reconstructed"]) < \
+        shown.index(evaluation.EDIT_PRESERVATION_TITLES["audio_input"])
+    assert all(f"{name} vs {base} (" in shown for name in ("edited", "edited_plain")
+               for base in ("reconstructed", "A_0"))
     record_b = json.loads((folder_b / "run.json").read_text())
     assert record_b["config"]["SVD_K"] == 9 and record_b["config"]["AUDIO_INPUT"].endswith("_a0.wav")
     assert Path(record_b["config"]["AUDIO_INPUT"]).parent == server.out / "uploads"
