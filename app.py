@@ -69,7 +69,7 @@ SWEEP_MAX_SETTINGS = 8               # the page's sweeps are small; bigger grids
 METHOD_SLIDERS = ["SVD_K", "SVD_ALPHA", "SVD_BETA", "MIX_DIRECT", "MIX_BETA", "MIX_ALPHA", "MIX_GAMMA",
                   "MASK_THRESHOLD"]
 MORE_SLIDERS = ["EVAL_SEEDS", "EVAL_TOLERANCE", "EVAL_MIN_EFFECT", "DDIM_STEPS", "DURATION", "GUIDANCE", "CYCLE_ITS"]
-EDIT_SLIDERS = ["EDIT_STRENGTH"]
+EDIT_SLIDERS = ["EDIT_STRENGTH", "EDIT_GUIDANCE_SRC", "EDIT_GUIDANCE_TGT", "EDIT_DDIM_GUIDANCE_SRC"]
 SLIDERS = METHOD_SLIDERS + MORE_SLIDERS + EDIT_SLIDERS
 TEXT_SETTINGS = ["AUDIO_CLASSES", "EVAL_LABELS"]   # Python literals, read by settings.coerce like --NAME=value
 # progress bar position of each step main_pipeline reports
@@ -734,7 +734,9 @@ def build_ui(bench):
         with gr.Accordion("Step 8 (optional): edit a recording A_0 that goes with I_0", open=False,
                           elem_id="step8"):
             gr.Markdown("Upload a recording (wav, flac or ogg; checked as `--AUDIO_INPUT` is). The run then inverts "
-                        "it under I_0's remix CLAP and regenerates it under the manipulated one (and plain I_1's).")
+                        "it under I_0's remix CLAP and regenerates it three ways from the same noise: under that CLAP again "
+                        "(`reconstructed`, what the edits are judged against), under the manipulated one (`edited`) "
+                        "and under plain I_1's (`edited_plain`).")
             with gr.Row():
                 upload_recording = gr.UploadButton("Upload a recording", file_types=[".wav", ".flac", ".ogg"],
                                                    size="sm", elem_id="upload_recording")
@@ -745,7 +747,8 @@ def build_ui(bench):
                                         elem_id="recording")
             recording_note = gr.HTML("", elem_id="recording_note")
             with gr.Row():
-                slider("EDIT_STRENGTH")
+                for name in EDIT_SLIDERS:
+                    slider(name)
                 controls["EDIT_METHOD"] = gr.Dropdown(list(EDIT_METHODS), value=cfg["EDIT_METHOD"], label="EDIT_METHOD",
                                                       info="ddpm-inversion: exact reconstruction; ddim-inversion; "
                                                            "sdedit (keeps less of A_0)", elem_id="edit_method")
