@@ -357,3 +357,15 @@ def test_a_run_inside_one_long_call_is_recorded_as_interrupted_by_the_server(tmp
     assert isinstance(ended[0], runs.Stopped)
     again = json.loads((started[0] / "run.json").read_text())
     assert again["status"] == "interrupted" and "after" not in again and again["ended"] == record["ended"]
+
+
+def test_a_closed_run_record_is_final(tmp_path):
+    """Once a server has ended a run (interrupt_open_runs closes its record from the main thread), whatever the
+    run's own thread still writes leaves run.json as it was: the first close is the last word."""
+    (tmp_path / "run").mkdir()
+    record = runs.RunRecord(tmp_path / "run", {"mode": "run"})
+    record.close("interrupted", error="SIGTERM (the process was told to stop)")
+    final = (tmp_path / "run" / "run.json").read_text()
+    record.update(step="audio")
+    record.close("finished")
+    assert (tmp_path / "run" / "run.json").read_text() == final and json.loads(final)["status"] == "interrupted"
