@@ -696,7 +696,8 @@ def build_ui(bench):
         example_button = gr.Button("Example pair (images/ of this project)", size="sm", elem_id="example_pair")
 
         with gr.Row():
-            kept = gr.Textbox(", ".join(cfg["KEPT_SOURCES"]), label="sound sources kept in both images (comma-separated)",
+            kept = gr.Textbox(", ".join(cfg["KEPT_SOURCES"]),
+                              label="sound sources kept in both images (comma-separated)",
                               elem_id="kept", scale=2)
             prompts_box = gr.Textbox(prompts_text(starts), label="SAM2_PROMPTS (built from your clicks; edit by hand "
                                      "if you like)", elem_id="prompts", scale=3)
@@ -734,9 +735,9 @@ def build_ui(bench):
         with gr.Accordion("Step 8 (optional): edit a recording A_0 that goes with I_0", open=False,
                           elem_id="step8"):
             gr.Markdown("Upload a recording (wav, flac or ogg; checked as `--AUDIO_INPUT` is). The run then inverts "
-                        "it under I_0's remix CLAP and regenerates it three ways from the same noise: under that CLAP again "
-                        "(`reconstructed`, what the edits are judged against), under the manipulated one (`edited`) "
-                        "and under plain I_1's (`edited_plain`).")
+                        "it under I_0's remix CLAP and regenerates it three ways from the same noise: under that "
+                        "CLAP again (`reconstructed`, what the edits are judged against), under the manipulated "
+                        "one (`edited`) and under plain I_1's (`edited_plain`).")
             with gr.Row():
                 upload_recording = gr.UploadButton("Upload a recording", file_types=[".wav", ".flac", ".ogg"],
                                                    size="sm", elem_id="upload_recording")
@@ -776,14 +777,15 @@ def build_ui(bench):
                     with gr.Row():
                         edit_audios = [gr.Audio(label=label, type="filepath", interactive=False, elem_id=elem)
                                        for label, elem in (("A_0: the recording as used", "edit_audio_input"),
-                                                           ("reconstructed (A_0 regenerated under c_src)", "edit_reconstructed"),
+                                                           ("reconstructed (A_0 regenerated under c_src)",
+                                                            "edit_reconstructed"),
                                                            ("edited (E_final)", "edit_edited"),
                                                            ("edited_plain (plain I_1)", "edit_edited_plain"))]
                     edit_spectrograms = gr.Image(show_label=False, label="before/after spectrograms",
                                                  interactive=False, elem_id="edit_spectrograms",
                                                  buttons=["fullscreen"])
-                    preservation = gr.Textbox(label="preservation (against the reconstruction, then A_0 as recorded) and "
-                                              "the edits' effect", lines=16,
+                    preservation = gr.Textbox(label="preservation (against the reconstruction, then A_0 as "
+                                                    "recorded) and the edits' effect", lines=16,
                                               interactive=False, elem_id="preservation")
                 scores_plot = gr.Image(show_label=False, label="scores per source and audio; the verdict's paired "
                                        "differences", interactive=False, elem_id="scores", buttons=["fullscreen"])
