@@ -43,9 +43,9 @@ def read_audio_input(path, duration, sample_rate=16000):
     p = Path(path)
     problem = path_problem(p)   # a folder, a FIFO or /dev/zero is said as what it is, and never opened
     if problem:
-        said = f"no such file (looked at {shown(os.path.abspath(p))})" if problem == MISSING else problem
-        raise UserError(f"{what}: {said}. Give a wav, flac or ogg recording, or --AUDIO_INPUT='' to switch the "
-                        "edit off")
+        said = f": no such file (looked at {shown(os.path.abspath(p))})" if problem == MISSING else f" {problem}"
+        raise UserError(f"{what}{said}. Give a wav, flac or ogg recording, or --AUDIO_INPUT='' to switch the edit "
+                        "off")
     try:
         info = sf.info(str(p))
     except Exception as err:   # libsndfile says 'Format not recognised', 'unknown format', ... in its own words

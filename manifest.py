@@ -352,15 +352,15 @@ def check_unchanged(run_dir, manifest, previous):
     return notes
 
 
-def hold(stack, run_dir, what, state):
+def hold(stack, run_dir, what, state, notes):
     """The main process takes the run folder for every process of the launch (runs.RunLock, released when the
-    stack closes). Returns the refusal's message when another process holds it, else None."""
+    stack closes); the lock's notes (a dead holder's lock taken over) are added to notes. Returns the refusal's
+    message when another process holds it, else None."""
     try:
         lock = stack.enter_context(RunLock(run_dir, what, state.num_processes))
     except UserError as err:
         return str(err)
-    for note in lock.notes:
-        print(f"WARNING: {note}")
+    notes += lock.notes
     return None
 
 
@@ -381,7 +381,8 @@ def run_manifest_job(plan, cfg, mode, target):
         with contextlib.redirect_stdout(io.StringIO()) if not main_process else contextlib.nullcontext():
             if mode == "resume":
                 run_dir, cfg, previous = resume_target(target, cfg, default_config(plan))
-                refusal = broadcast_object_list([hold(held, run_dir, "a resume", state) if main_process else None])[0]
+                refusal = broadcast_object_list([hold(held, run_dir, "a resume", state, notes) if main_process
+                                                 else None])[0]
                 if refusal:   # held by another process: every process of this launch stops, nothing changed
                     raise UserError(refusal)
                 command_line.update(_RUN_DIR=str(run_dir), _RUN_UNCHANGED=True)
@@ -389,7 +390,7 @@ def run_manifest_job(plan, cfg, mode, target):
                 manifest.source, manifest.reference = previous.get("manifest", ""), previous.get("reference", [])
                 for ref in manifest.reference:
                     check_reference(ref, "the run's reference audio")
-                notes = check_unchanged(run_dir, manifest, previous)
+                notes += check_unchanged(run_dir, manifest, previous)
                 print(f"Resuming {run_dir} (it ended {previous.get('status')!r}) with the settings it started with"
                       + (" (smoke models)" if cfg["SMOKE"] else ""))
             else:
@@ -417,12 +418,14 @@ def run_manifest_job(plan, cfg, mode, target):
             if mode == "manifest":
                 name = cfg["RUN_NAME"] or f"manifest-{Path(target).stem}"
                 run_dir = new_run_dir(cfg["OUTPUT_DIR"], name + ("_smoke" if cfg["SMOKE"] else ""))
-                if refusal := hold(held, run_dir, "a manifest run", state):   # a new folder: only a race on it
+                if refusal := hold(held, run_dir, "a manifest run", state, notes):   # a new folder: only a race
                     raise UserError(refusal)
+                for note in notes:   # what the lock is worth on a file system without file locks
+                    print(f"WARNING: {note}")
                 with open(run_dir / "manifest.csv", "xb") as f:   # the bytes checked above: --resume reads this copy
                     f.write(manifest.data)
             print(f"Run folder: {run_dir}\nDevice: {models.device}; processes: {state.num_processes}")
-            data = {**run_record(cfg, models, "manifest", notes=manifest.notes + pair_notes + class_notes),
+            data = {**run_record(cfg, models, "manifest", notes=manifest.notes + pair_notes + class_notes + notes),
                     "manifest": manifest.source, "manifest_sha256": manifest.sha256, "reference": manifest.reference,
                     "manifest_dir": str(manifest.base_dir), "processes": state.num_processes}
             data["config"]["DEVICE"] = asked_device

@@ -300,7 +300,8 @@ def test_ctrl_c_before_a_resume_changed_anything_says_the_folder_is_as_it_was(re
     monkeypatch.setattr(manifest, "load_models", ctrl_c)
     assert main.main(["--resume", str(run_dir)]) == 130
     err = capsys.readouterr().err
-    assert f"The resume stopped before it changed anything: {run_dir} is as it was" in err and "No run folder" not in err
+    assert f"The resume stopped before it changed anything: {run_dir} is as it was" in err
+    assert "No run folder" not in err
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
@@ -449,7 +450,8 @@ def test_a_manifest_without_its_header_or_with_stray_fields_says_what_happened(t
     folder.mkdir()
     (folder / "pairs.csv").write_text("\n".join(text) + "\n")
     err = refused(["--manifest", str(folder)], tmp_path, capsys)
-    assert f"manifest {folder} is a folder, not a file: give the CSV file itself, e.g. --manifest {folder / 'pairs.csv'}" in err
+    assert (f"manifest {folder} is a folder, not a file: give the CSV file itself, e.g. --manifest "
+            f"{folder / 'pairs.csv'}") in err
     with fifo(tmp_path / "pipe.csv") as pipe:
         assert "is a FIFO (named pipe), not a regular file" in refused(["--manifest", str(pipe)], tmp_path, capsys)
     o, e = IMAGES / "original.jpg", IMAGES / "edited.jpg"

@@ -184,7 +184,8 @@ def test_fd_and_kl_cli_on_folders(tmp_path):
 # files that are not audio: named, never opened when they are not regular files (issue 25)
 
 BAD_FILES = {   # name in the folder -> (make it, what the message says)
-    "text.wav": (lambda p: p.write_text("not audio at all"), "is not audio that soundfile reads (Format not recognised"),
+    "text.wav": (lambda p: p.write_text("not audio at all"),
+                 "is not audio that soundfile reads (Format not recognised"),
     "zero.wav": (lambda p: p.symlink_to("/dev/zero"), "is a character device, not a regular file"),
     "loop.wav": (lambda p: p.symlink_to(p), "is a symbolic link that loops"),
     "fifo.wav": (None, "is a FIFO (named pipe), not a regular file"),
