@@ -478,6 +478,9 @@ def run_record(cfg, models, mode, images=None, prompts=None, notes=()):
         "warnings": list(notes),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
+    ssv2a = vars(models).get("ssv2a")   # loaded by now in a real run; never loaded only for the record
+    if getattr(ssv2a, "checkpoint_file", None):   # the SSV2A weights read: path, size, SHA-256
+        record["ssv2a_checkpoint"] = ssv2a.checkpoint_file
     if images is not None:
         record.update(images={"original": str(images[0]), "edited": str(images[1])},
                       removed=prompts[0].name, added=prompts[1].name,

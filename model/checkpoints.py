@@ -11,11 +11,16 @@ Offline and missing, both raise CheckpointError naming the file, the folder look
 URL that fixes it. From the shell: ``python -m model.checkpoints`` (all) or ``... sam2 yolo`` (some),
 ``--check`` to open every file that is there and check its format, keys and shapes (``verify``).
 
+ssv2a.pth, which its authors publish only in a Google Drive folder, is fetched with gdown: the folder's listing,
+then the file of that name (``_drive_fetch``, the one network call). It is checked as its loader reads it before
+it takes its name, and its size and SHA-256 are printed; when Drive refuses, the message says what Drive said.
+
 Every checkpoint file is read with ``load_torch_file``: torch.load(weights_only=True), which rebuilds tensors
 and plain data only and never runs code from the file. The one widening: numpy scalars and dtypes, which
 training checkpoints keep in their optimizer state (LAION-CLAP's learning rate is a numpy.float64).
 """
 import hashlib
+import html
 import importlib
 import os
 import pickle
@@ -42,12 +47,14 @@ class Checkpoint:
     what: str              # one line for humans
     filename: str = ""     # file under CHECKPOINT_DIR ('' for Hugging Face repos)
     url: str = ""          # direct download URL ('' when it must be fetched by hand)
+    drive_folder: str = ""  # a public Google Drive folder that holds `filename` (fetched with gdown)
+    drive_config: str = ""  # a config file that folder may hold next to it, compared with ours on download
     sha256: str = ""       # full SHA-256 when the publisher gives one
     min_bytes: int = 0     # a smaller file is certainly truncated
     hf_repo: str = ""      # Hugging Face repo id, for models fetched with huggingface_hub
     hf_files: tuple = ()   # the snapshot's files that the loader reads: all are fetched, all must be there
     hf_optional: tuple = ()  # further files fetched when the repo has them (allow_patterns)
-    manual: str = ""       # instructions when there is no direct URL
+    manual: str = ""       # how to fetch it by hand when there is no direct URL ({path}: where it goes)
 
 
 CHECKPOINTS = {c.name: c for c in [
@@ -75,11 +82,16 @@ CHECKPOINTS = {c.name: c for c in [
     Checkpoint(
         name="ssv2a", what="SSV2A release (manifold, generator, remixer; 82,318,210 float32 parameters); 329 MB",
         filename="ssv2a.pth",
+        # the authors publish it in this Google Drive folder only (next to ssv2a.json, agg.pth, ...)
+        drive_folder="https://drive.google.com/drive/folders/17SAuZ2sZrTYf21BiNKhRsEfdj-fbeQQN",
+        drive_config="ssv2a.json",
+        # the authors publish no hash: each download prints the file's SHA-256 (and run.json records it); once
+        # the published file's hash is known, put it here and it is checked like CLIP's and CLAP's
+        sha256="",
         min_bytes=82_318_210 * 4,
-        manual="The SSV2A authors publish ssv2a.pth on Google Drive only (no direct URL): open\n"
+        manual="or by hand (when Google Drive refuses): open\n"
                "  https://drive.google.com/drive/folders/17SAuZ2sZrTYf21BiNKhRsEfdj-fbeQQN\n"
-               "  download ssv2a.pth and save it as {path}\n"
-               "  (with gdown installed: gdown --folder <that URL> -O checkpoints/ssv2a_release, then move ssv2a.pth)",
+               "  download ssv2a.pth and save it as {path}",
     ),
     Checkpoint(
         name="audioldm", what="AudioLDM-S-full-v2 (diffusers format: VAE, UNet, CLAP text encoder, HiFi-GAN); 1.68 GB",
@@ -148,6 +160,12 @@ def _sha256(path, chunk=1 << 20):
     return h.hexdigest()
 
 
+def file_identity(path):
+    """{'path', 'bytes', 'sha256'} of a file: what a run records of the weights it read, to compare copies."""
+    path = Path(path)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
 def _problem(ckpt, path, check_hash):
     """Why the file at path is not usable ('' when it is)."""
     if not path.is_file():
@@ -162,19 +180,36 @@ def _problem(ckpt, path, check_hash):
 
 def _fix_message(ckpt, path, problem, cause=None):
     lines = [f"Checkpoint '{ckpt.filename}' ({ckpt.what}) is {problem}.", f"  Looked in: {path}"]
+    if ckpt.url or ckpt.drive_folder:
+        lines.append(f"  Fix, on a machine with internet: {FETCH_HINT.format(name=ckpt.name)}")
     if ckpt.manual:
         lines.append("  " + ckpt.manual.format(path=path))
     else:
-        lines.append(f"  Fix, on a machine with internet: {FETCH_HINT.format(name=ckpt.name)}")
         lines.append(f"  or download {ckpt.url}\n  by hand and save it as {path}")
-    if cause is not None:
+    if cause is not None and ckpt.drive_folder:   # what Drive (or the check of what it sent) said, on one line
+        lines.append(f"  (automatic download from Google Drive failed: {_said(cause)})")
+    elif cause is not None:
         lines.append(f"  (automatic download failed: {type(cause).__name__}: {cause})")
     return "\n".join(lines)
 
 
+def _said(err, width=600):
+    """'Type: message' on one line (gdown's messages run over several), at most `width` characters."""
+    text = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    return text if len(text) <= width else text[:width - 4] + " ..."
+
+
 def _download(ckpt, path):
-    import torch.hub  # torch's downloader: progress bar, temp file, atomic move
+    """Fetch ckpt into a temporary folder next to path; it takes its final name only once it passed the checks,
+    and nothing of a failed or interrupted download is left."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if ckpt.drive_folder:
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            part = Path(tmp) / ckpt.filename
+            _download_from_drive(ckpt, part, path)
+            shutil.move(str(part), path)
+        return
+    import torch.hub  # torch's downloader: progress bar, temp file, atomic move
     print(f"Downloading {ckpt.filename} from {ckpt.url}")
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         part = Path(tmp) / ckpt.filename
@@ -182,19 +217,121 @@ def _download(ckpt, path):
         shutil.move(str(part), path)
 
 
-def checkpoint_path(name, download=True, check_hash=True):
+# -----------------------------------------------------------------------------
+# Google Drive (ssv2a.pth): gdown does the talking to Drive, including the page Drive shows before a large file
+
+
+class DriveFileMissing(LookupError):
+    """The Drive folder's listing holds no file of the name asked for."""
+
+
+class DriveRefused(RuntimeError):
+    """Drive sent something other than the file (a web page: quota exceeded, no permission, a sign-in)."""
+
+
+def _drive_fetch(folder_url, filename, dest):
+    """The one network call of a Drive download: list the public folder, then fetch its file `filename` to dest.
+
+    gdown (imported only here) reads the folder's listing, then downloads the file by its id, through the
+    confirmation page Drive shows for large files. Raises what gdown raises when Drive refuses or the network
+    is down (gdown.FileURLRetrievalError, gdown.DownloadError, requests' ConnectionError), DriveFileMissing
+    when the listing holds no such file.
+    """
+    try:
+        import gdown
+    except ImportError as err:
+        raise ImportError(f"gdown is not installed ({err}): pip install -r requirements.txt") from err
+    listing = gdown.download_folder(url=folder_url, skip_download=True, quiet=True, timeout=60)
+    ids = {entry.path: entry.id for entry in listing}
+    if filename not in ids:
+        raise DriveFileMissing(f"the folder {folder_url} lists no {filename} "
+                               f"(it lists: {_first(sorted(ids)) or 'nothing'})")
+    gdown.download(id=ids[filename], output=str(dest), quiet=False, timeout=60)
+    return dest
+
+
+def _web_page(path):
+    """'' unless the file at path is an HTML page (what Drive sends instead of a file it refuses); else what
+    the page says: its title, and Drive's error line where it has one."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if not head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
+        return ""
+    text = head.decode("utf-8", "replace")
+    found = [re.sub(r"<[^>]+>", "", m.group(1)).strip() for m in
+             (re.search(r"<title[^>]*>(.*?)</title>", text, re.S | re.I),
+              re.search(r'class="uc-error-subcaption"[^>]*>(.*?)</p>', text, re.S | re.I)) if m]
+    said = " ".join(html.unescape(" | ".join(t for t in found if t)).split())
+    return said[:300] or f"an HTML page of {path.stat().st_size:,} bytes"
+
+
+def _download_from_drive(ckpt, part, path):
+    """ckpt's file from its Drive folder into part (a temporary name next to path), checked before it may take
+    path's name: not a web page, not cut short, the published SHA-256 where there is one, and opened as its
+    loader opens it (weights-only, every key and shape against the architecture). Prints its size and SHA-256;
+    compares the folder's config (ckpt.drive_config) with ours where the folder holds one."""
+    print(f"Downloading {ckpt.filename} from Google Drive (gdown): {ckpt.drive_folder}")
+    _drive_fetch(ckpt.drive_folder, ckpt.filename, part)
+    if not part.is_file():
+        raise DriveRefused(f"gdown reported no error but wrote no {ckpt.filename}")
+    page = _web_page(part)
+    if page:
+        raise DriveRefused(f"Google Drive sent a web page instead of {ckpt.filename}: {page}")
+    problem = _problem(ckpt, part, check_hash=False)
+    if problem:
+        raise DriveRefused(f"the file Google Drive sent is {problem}")
+    size, sha = part.stat().st_size, _sha256(part)
+    if ckpt.sha256 and sha != ckpt.sha256:
+        raise CheckpointError(f"the file Google Drive sent is corrupt: SHA-256 {sha} does not match the published "
+                              f"{ckpt.sha256}")
+    try:
+        summary = _verifier(ckpt.name)(part)
+    except Exception as err:   # a CheckpointError, or a loader's own error on a damaged file
+        raise CheckpointError(f"the file Google Drive sent does not verify: "
+                              f"{_said(err).replace(str(part), ckpt.filename)}") from err
+    print(f"  {summary.replace(str(part), str(path))}")
+    print(f"  {ckpt.filename}: {size:,} bytes, SHA-256 {sha}"
+          + (" (the published hash)" if ckpt.sha256 else
+             f"\n  (no published hash to check against: compare with a colleague's copy, `sha256sum {path}`)"))
+    if ckpt.drive_config:
+        print(f"  {_compare_drive_config(ckpt, part.parent)}")
+
+
+def _compare_drive_config(ckpt, folder):
+    """One line: the Drive folder's config file against ours (CONFIG_COMPARERS), or why it was not compared.
+    Never fatal: the checkpoint itself was already checked against our config."""
+    name, published = ckpt.drive_config, folder / ckpt.drive_config
+    try:
+        _drive_fetch(ckpt.drive_folder, name, published)
+    except DriveFileMissing:
+        return f"the Drive folder holds no {name}: nothing to compare with ours"
+    except Exception as err:   # the checkpoint is in hand: a refused config is a note, not a failure
+        return f"{name} not compared with ours: fetching it failed ({_said(err, 300)})"
+    module, func = CONFIG_COMPARERS[ckpt.name].split(":")
+    try:
+        ours, differences = getattr(importlib.import_module(module), func)(published)
+    except ValueError as err:
+        return f"NOTE: the Drive folder's {name} is not a readable config ({_said(err, 300)}): not compared"
+    if not differences:
+        return f"the Drive folder's {name} is the same as ours ({ours}), file paths aside"
+    return (f"NOTE: the Drive folder's {name} differs from ours ({ours}) in {len(differences)} setting(s): "
+            f"{_first(differences, 5, width=160)}. {ckpt.filename} was checked against ours and fits it")
+
+
+def checkpoint_path(name, download=True, check_hash=True, path=None):
     """Local path of a file checkpoint, downloading it first if needed and allowed.
 
     check_hash: verify the SHA-256 where one is published (costs a read of the file).
+    path: where the file lives (default CHECKPOINT_DIR / its filename): main.py's CHECKPOINT_PATH for ssv2a.
     """
     ckpt = _entry(name)
     if ckpt.hf_repo:
         raise ValueError(f"{name!r} is a Hugging Face repo; use hf_model_dir({name!r})")
-    path = CHECKPOINT_DIR / ckpt.filename
+    path = CHECKPOINT_DIR / ckpt.filename if path is None else Path(path)
     problem = _problem(ckpt, path, check_hash)
     if not problem:
         return path
-    if ckpt.manual or not download:
+    if not (ckpt.url or ckpt.drive_folder) or not download:
         raise CheckpointError(_fix_message(ckpt, path, problem))
     try:
         _download(ckpt, path)
@@ -286,11 +423,14 @@ def _refusal(err):
 
 
 def _fix_line(name, path=None, missing=False):
-    if name in CHECKPOINTS and CHECKPOINTS[name].manual:
-        return "  " + CHECKPOINTS[name].manual.format(path=path or CHECKPOINT_DIR / CHECKPOINTS[name].filename)
     if name in CHECKPOINTS:
-        return (f"  Fix{'' if missing else ': delete it, then'} on a machine with internet: "
-                f"{FETCH_HINT.format(name=name)}")
+        ckpt, lines = CHECKPOINTS[name], []
+        if ckpt.url or ckpt.drive_folder or ckpt.hf_repo:
+            lines.append(f"  Fix{'' if missing else ': delete it, then'} on a machine with internet: "
+                         f"{FETCH_HINT.format(name=name)}")
+        if ckpt.manual:
+            lines.append("  " + ckpt.manual.format(path=path or CHECKPOINT_DIR / ckpt.filename))
+        return "\n".join(lines)
     return "  Fix: put the publisher's file there" if missing else "  Fix: replace it with the publisher's file"
 
 
@@ -450,6 +590,16 @@ VERIFIERS = {
     "panns_cnn14": "metrics:verify_cnn14_file",
 }
 
+# a Drive entry's published config against ours: (our config's path, ['key: ours x, published y', ...])
+CONFIG_COMPARERS = {
+    "ssv2a": "model.pipeline:config_differences",
+}
+
+
+def _verifier(name):
+    module, func = VERIFIERS[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
 
 def verify(name, path=None):
     """Open checkpoint `name` (at path, default the registry's) and check it; a one-line summary or CheckpointError.
@@ -463,8 +613,7 @@ def verify(name, path=None):
         path = hf_model_dir(name, download=False) if ckpt.hf_repo else checkpoint_path(name, download=False)
     elif ckpt.sha256 and _sha256(path) != ckpt.sha256:
         raise CheckpointError(_fix_message(ckpt, Path(path), "corrupt (SHA-256 does not match the published hash)"))
-    module, func = VERIFIERS[name].split(":")
-    return getattr(importlib.import_module(module), func)(path)
+    return _verifier(name)(path)
 
 
 def status(name):
@@ -481,7 +630,7 @@ def status(name):
         absent = lines[0].startswith(f"Checkpoint '{ckpt.filename}'") and "is missing" in lines[0]
         kind = "missing" if absent or "not in the local cache" in lines[0] else "bad"
         if kind == "missing":   # what is missing and how to get it; the full message is `python -m model.checkpoints`'s
-            lines = lines[:1] + [line for line in lines if line.startswith(("Fix", "The SSV2A authors"))][:1]
+            lines = lines[:1] + [line for line in lines if line.startswith("Fix")][:1]
         text = " | ".join(lines)
         return f"{kind:8s} {where}: {text[:700] + (' ...' if len(text) > 700 else '')}"
 

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from model.checkpoints import CheckpointError, _first, checkpoint_path, load_torch_file, state_dict_problems
+from model.checkpoints import (CheckpointError, _first, checkpoint_path, file_identity, load_torch_file,
+                               state_dict_problems)
 from model.networks import build_networks, l2_normalize, mean_of_draws
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +71,7 @@ class SSV2A(nn.Module):
         self.manifold, self.generator, self.remixer = build_networks(config)
         self.timestamp = ""
         self.ignored_entries = []   # top-level checkpoint entries load_checkpoint did not use
+        self.checkpoint_file = None  # {'path', 'bytes', 'sha256'} of the file load_checkpoint read (run.json)
         self.eval()
 
     @classmethod
@@ -98,7 +100,7 @@ class SSV2A(nn.Module):
         """Load an official-format checkpoint file strictly; see CheckpointMismatchError.
 
         Top-level entries other than timestamp and the three state dicts are ignored; their names are kept in
-        self.ignored_entries and printed.
+        self.ignored_entries and printed. The file's path, size and SHA-256 are kept in self.checkpoint_file.
         """
         path = Path(path)
         state = _read_checkpoint_file(path)
@@ -106,6 +108,7 @@ class SSV2A(nn.Module):
         for name, module in self._modules_by_state().items():
             module.load_state_dict(state[name], strict=True)
         self.timestamp = str(state.get("timestamp", ""))
+        self.checkpoint_file = file_identity(path)
         self.ignored_entries = sorted(str(k) for k in state if k not in (*STATE_KEYS, "timestamp"))
         if self.ignored_entries:
             print(f"  {path.name}: ignored top-level entries {_first(self.ignored_entries)} (not used for inference)")
@@ -279,6 +282,38 @@ def verify_ssv2a_file(path, config=None):
     extra = sorted(str(k) for k in state if k not in (*STATE_KEYS, "timestamp"))
     return (f"{path}: {n} tensors fit {model.config_source}" + (f" (ignored entries: {_first(extra)})"
                                                                  if extra else ""))
+
+
+# settings of ssv2a.json that name files on the machine it was written on (ours point into checkpoints/)
+LOCAL_PATH_FIELDS = ("checkpoints", "classes", "detector.detection_model", "detector.segment_model",
+                     "manifold.clap_voc")
+
+
+def config_differences(published, config=None):
+    """(our config's source, ['key: ours x, published y', ...]): a published ssv2a.json (the one in the authors'
+    Drive folder) against ours (default ssv2a.json), settings that name local files aside. ValueError when the
+    published file is not a JSON object."""
+    ours, source = read_config(DEFAULT_CONFIG_PATH if config is None else config)
+    theirs, _ = read_config(published)
+    if not isinstance(theirs, dict):
+        raise ValueError(f"{published} holds a JSON {type(theirs).__name__}, not an SSV2A config (an object)")
+    ours, theirs = _flat_settings(ours), _flat_settings(theirs)
+    absent = object()
+    show = lambda value: "(absent)" if value is absent else json.dumps(value)   # noqa: E731
+    return source, [f"{key}: ours {show(ours.get(key, absent))}, published {show(theirs.get(key, absent))}"
+                    for key in dict.fromkeys([*ours, *theirs])
+                    if key not in LOCAL_PATH_FIELDS and ours.get(key, absent) != theirs.get(key, absent)]
+
+
+def _flat_settings(config, prefix=""):
+    """{'remixer.styler.nhead': 8, ...}: nested settings under dotted names."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 # -----------------------------------------------------------------------------

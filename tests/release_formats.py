@@ -155,3 +155,21 @@ def ast_snapshot(hub, classifier, bin_payload=None):
     classifier.feature_extractor.save_pretrained(folder)
     torch.save(bin_payload if bin_payload is not None else classifier.model.state_dict(), folder / "pytorch_model.bin")
     return folder
+
+
+def drive_folder(files, calls=None):
+    """A stand-in for model.checkpoints._drive_fetch, the one network call of a Google Drive download: a public
+    folder holding `files` ({name: local file}) that delivers a copy of the file asked for to dest, as gdown
+    writes it, and lists no other name (DriveFileMissing, as the real listing does). calls: a list that
+    records each (folder_url, filename) asked for."""
+    import shutil
+    from model.checkpoints import DriveFileMissing
+
+    def fetch(folder_url, filename, dest):
+        if calls is not None:
+            calls.append((folder_url, filename))
+        if filename not in files:
+            raise DriveFileMissing(f"the folder {folder_url} lists no {filename} (it lists: {', '.join(files)})")
+        shutil.copyfile(files[filename], dest)
+        return dest
+    return fetch

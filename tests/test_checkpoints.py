@@ -61,12 +61,13 @@ def test_truncated_file_is_reported(empty_dir):
         ck.checkpoint_path("yolo", download=False)
 
 
-def test_manual_checkpoint_explains_where_to_get_it(empty_dir):
+def test_drive_checkpoint_explains_both_ways_to_get_it(empty_dir):
     with pytest.raises(ck.CheckpointError) as err:
-        ck.checkpoint_path("ssv2a")
+        ck.checkpoint_path("ssv2a", download=False)
     msg = str(err.value)
-    assert "drive.google.com" in msg and str(empty_dir / "ssv2a.pth") in msg
-    assert "automatic download failed" not in msg     # nothing was attempted
+    assert "python -m model.checkpoints ssv2a" in msg                              # gdown, from the Drive folder
+    assert "drive.google.com" in msg and str(empty_dir / "ssv2a.pth") in msg       # or by hand
+    assert "automatic download" not in msg     # nothing was attempted
 
 
 def test_hf_model_offline_names_repo_and_fix():

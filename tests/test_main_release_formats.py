@@ -4,8 +4,10 @@ A temporary checkpoints folder and Hugging Face cache hold tiny random-weight mo
 containers (tests/release_formats.py); the registry is told only their sizes and CLIP's hash. Then the real
 loaders, `python -m model.checkpoints --check` and the real main.py run end to end, offline, on the CPU.
 """
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import shutil
 
@@ -119,19 +121,38 @@ def test_check_opens_every_release_file_and_reports_ok(release, capsys):
     assert not release["marker"].exists()
 
 
+class _Tee(io.StringIO):
+    """Keeps what is printed and passes it on (to pytest's capture)."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text):
+        self.stream.write(text)
+        return super().write(text)
+
+
 @pytest.fixture(scope="module")
 def real_run(release, tmp_path_factory):
+    """The first `python main.py` on a machine where ssv2a.pth is not there yet: it comes from the authors' Drive
+    folder, here the release file delivered in place of the one network call (model.checkpoints._drive_fetch)."""
     out = tmp_path_factory.mktemp("real_outputs")
+    fetched = tmp_path_factory.mktemp("fetched") / "ssv2a.pth"
     args = [f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}",
-            f"--CHECKPOINT_PATH={release['ckpts'] / 'ssv2a.pth'}", "--DEVICE=cpu", "--CYCLE_ITS=2",
+            f"--CHECKPOINT_PATH={fetched}", "--DEVICE=cpu", "--CYCLE_ITS=2",
             "--CYCLE_SAMPLES=4", "--VAR_SAMPLES=4", "--DURATION=2.0", "--DDIM_STEPS=3", "--EVAL_SEEDS=2"]
-    code = main.main(args)
+    calls = []
+    drive = rf.drive_folder({"ssv2a.pth": release["ckpts"] / "ssv2a.pth", "ssv2a.json": release["config"]}, calls)
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(_Tee(__import__("sys").stdout)) as printed:
+        mp.setattr(ck, "_drive_fetch", drive)
+        code = main.main(args)
     (run_dir,) = out.iterdir()
-    return code, run_dir
+    return code, run_dir, {"fetched": fetched, "calls": calls, "printed": printed.getvalue()}
 
 
 def test_the_real_main_path_runs_end_to_end_on_release_files(release, real_run, capsys):
-    code, run_dir = real_run
+    code, run_dir, _ = real_run
     assert code == 0
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished" and record["smoke"] is False and not run_dir.name.endswith("_smoke")
@@ -142,7 +163,7 @@ def test_the_real_main_path_runs_end_to_end_on_release_files(release, real_run, 
 
 def test_the_real_run_used_the_weights_of_the_release_files(release, real_run):
     """Not just 'it ran': each step's output is what the tiny models written to the files give."""
-    _, run_dir = real_run
+    _, run_dir, _ = real_run
     e = torch.load(run_dir / "embeddings.pt", weights_only=True)
     images = [ROOT / "images" / "original.jpg", ROOT / "images" / "edited.jpg"]
     # CLIP: the TorchScript file's (fp16) weights
@@ -169,6 +190,73 @@ def test_the_real_run_used_the_weights_of_the_release_files(release, real_run):
     expected = max(probs[labels.index(c)] for c in main.AUDIO_CLASSES["cat"])
     assert results["scores"]["classifier"]["per_seed"]["cat"]["baseline_original"][0] == pytest.approx(expected, abs=2e-3)
     assert results["scores"]["clap"]["name"] == "laion-clap 630k-audioset-best.pt"
+
+
+def test_the_first_run_fetched_ssv2a_from_drive_and_recorded_its_size_and_hash(release, real_run):
+    code, run_dir, first = real_run
+    data = (release["ckpts"] / "ssv2a.pth").read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    assert code == 0 and first["fetched"].read_bytes() == data
+    assert [p.name for p in first["fetched"].parent.iterdir()] == ["ssv2a.pth"]       # no temporary file left
+    assert [name for _, name in first["calls"]] == ["ssv2a.pth", "ssv2a.json"]
+    printed = first["printed"]
+    assert f"ssv2a.pth: {len(data):,} bytes, SHA-256 {sha}" in printed
+    assert printed.index("SHA-256") < printed.index("Loading every model")            # fetched before any work
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["ssv2a_checkpoint"] == {"path": str(first["fetched"].resolve()), "bytes": len(data), "sha256": sha}
+
+
+def _quota(folder_url, filename, dest):
+    import gdown
+    raise gdown.FileURLRetrievalError(
+        "Failed to retrieve file url:\n\n\tToo many users have viewed or downloaded this file recently. Please\n"
+        "\ttry accessing the file again later.\n\nYou may still be able to access the file from the browser:\n\n"
+        "\thttps://drive.google.com/uc?id=1AbCdEfGhIjKlMnOpQrStUvWxYz012345\n\nbut Gdown can't. Please check "
+        "connections and permissions.")
+
+
+def _web_page(folder_url, filename, dest):
+    dest.write_text("<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head><body>"
+                    '<p class="uc-error-subcaption">Too many users have viewed or downloaded this file recently. '
+                    "Please try accessing the file again later.</p></body></html>")
+    return dest
+
+
+@pytest.mark.parametrize("refusal", [_quota, _web_page])
+def test_drive_refusing_ssv2a_stops_the_first_run_before_any_work(release, tmp_path, monkeypatch, capsys, refusal):
+    monkeypatch.setattr(ck, "_drive_fetch", refusal)
+    target, out = tmp_path / "ckpts" / "ssv2a.pth", tmp_path / "outputs"
+    code = main.main([f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}", f"--CHECKPOINT_PATH={target}",
+                      "--DEVICE=cpu"])
+    captured = capsys.readouterr()
+    assert code == 2 and "1 checkpoint(s) missing; nothing was run" in captured.err, captured.err[-3000:]
+    assert "Too many users have viewed or downloaded this file recently" in captured.err      # what Drive said
+    assert (f"{ck.CHECKPOINTS['ssv2a'].drive_folder}\n  download ssv2a.pth and save it as {target}"
+            in captured.err)                                                                 # today's by-hand fix
+    assert "Loading every model" not in captured.out and not out.exists()
+    assert list(target.parent.iterdir()) == [], "nothing half-written"
+
+
+def test_a_file_at_checkpoint_path_is_never_replaced_by_the_download(release, tmp_path, monkeypatch, capsys):
+    """A smaller SSV2A file (another config's, under the release's size) at CHECKPOINT_PATH is the user's: it is
+    loaded as it is, never fetched over. (The run stops where its folder would be made, every model loaded.)"""
+    monkeypatch.setitem(ck.CHECKPOINTS, "ssv2a", dataclasses.replace(ck.CHECKPOINTS["ssv2a"], min_bytes=82_318_210 * 4))
+    calls = []
+    monkeypatch.setattr(ck, "_drive_fetch", rf.drive_folder({"ssv2a.pth": release["ckpts"] / "ssv2a.pth"}, calls))
+    mine = tmp_path / "mine.pth"
+    rf.ssv2a_release(pipeline.tiny_ssv2a(seed=5), mine)
+    data = mine.read_bytes()
+    out = tmp_path / "outputs"
+
+    def stop(*args, **kwargs):
+        raise main.UserError("stopped where the run folder would be made")
+    monkeypatch.setattr(main, "new_run_dir", stop)
+    code = main.main([f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}", f"--CHECKPOINT_PATH={mine}",
+                      "--DEVICE=cpu"])
+    captured = capsys.readouterr()
+    assert code == 2 and "stopped where the run folder would be made" in captured.err, captured.err[-3000:]
+    assert f"Loading SSV2A from {mine.resolve()}" in captured.out
+    assert calls == [] and mine.read_bytes() == data and sorted(p.name for p in tmp_path.iterdir()) == ["mine.pth"]
 
 
 @pytest.mark.parametrize("name, damage, says", [
