@@ -21,6 +21,7 @@ import loader
 import main
 import mask
 import metrics
+import runs
 import scorers
 import util
 from model import aldm, detect, pipeline
@@ -250,7 +251,7 @@ def test_a_file_at_checkpoint_path_is_never_replaced_by_the_download(release, tm
 
     def stop(*args, **kwargs):
         raise main.UserError("stopped where the run folder would be made")
-    monkeypatch.setattr(main, "new_run_dir", stop)
+    monkeypatch.setattr(runs, "new_run_dir", stop)   # runs.run_edit_pair makes the run folder
     code = main.main([f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}", f"--CHECKPOINT_PATH={mine}",
                       "--DEVICE=cpu"])
     captured = capsys.readouterr()
