@@ -11,7 +11,9 @@ from errors import MISSING, UserError, path_problem, shown
 
 # the three audio rows of every seed, in this order everywhere (step 7's rows, the wav names, results.json)
 AUDIO_NAMES = ("baseline_original", "baseline_edited", "manipulated")
-EDIT_AUDIO_NAMES = ("audio_input", "edited", "edited_plain")   # rows of the edit's evaluation: A_0, c_tgt, plain I_1
+# rows of the edit's evaluation: A_0, A_0 regenerated under c_src (what an edit is judged against), c_tgt, plain I_1
+EDIT_AUDIO_NAMES = ("audio_input", "reconstructed", "edited", "edited_plain")
+EDIT_TARGETS = ("edited", "edited_plain")   # the rows that are edits
 AUDIO_INPUT_MIN_S = 0.5          # shorter recordings are refused: too little sound to keep the structure of
 AUDIO_INPUT_SILENCE = 1e-4       # peak (after removing DC) below -80 dBFS: nothing to edit, nothing to normalise
 

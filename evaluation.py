@@ -148,7 +148,7 @@ def plot_spectrograms(audios, sample_rate, path):
 # preservation: how much of a recording A_0 an edit kept (step 8)
 
 PRESERVATION_METRICS = {
-    "log_mel_l1_db": "mean |log-mel(A_0) - log-mel(edit)| in dB (lower = closer)",
+    "log_mel_l1_db": "mean |log-mel(base) - log-mel(edit)| in dB, base = reconstructed or A_0 (lower = closer)",
     "log_spectral_distance_db": "log-spectral distance in dB, STFT power, mean over frames (lower = closer)",
     "clap_cosine": "cosine of the CLAP audio embeddings (higher = closer)",
     "onset_correlation": "Pearson correlation of librosa's onset-strength envelopes (higher = same timing)",
@@ -219,10 +219,11 @@ def preservation(audio, sample_rate, clap_embs=None, base=0):
     return out
 
 
-def format_preservation(result, names=None):
-    """preservation()'s dict as a table: one line per row, mean ± std per metric."""
+def format_preservation(result, names=None, title="Preservation of A_0"):
+    """preservation()'s dict as a table under `title` (what the rows are compared with): one line per row,
+    mean ± std per metric."""
     metrics = list(PRESERVATION_METRICS)
-    lines = ["  Preservation of A_0 (mean ± std over seeds)  " + "".join(f"{m:>28s}" for m in metrics)]
+    lines = [f"  {title} (mean ± std over seeds)", f"  {'':46s}" + "".join(f"{m:>28s}" for m in metrics)]
     for row, per in result.items():
         name = names[row] if names is not None and isinstance(row, int) else str(row)
         cells = "".join(f"{mean_std_text(per[m]['per_seed']):>28s}" if m in per else f"{'-':>28s}" for m in metrics)

@@ -29,7 +29,7 @@ folder outputs/<timestamp>_<name>/ and its run.json says how it ended; nothing i
 import sys
 from pathlib import Path
 
-from audio_io import AUDIO_NAMES, EDIT_AUDIO_NAMES, read_audio_input, wav_name
+from audio_io import AUDIO_NAMES, EDIT_AUDIO_NAMES, EDIT_TARGETS, read_audio_input, wav_name
 from errors import UserError
 from inputs import roles_of, source_names
 from runs import Timer, detection_record, recorded_warnings, run_file, save_tensors, write_json
@@ -94,6 +94,9 @@ SMOKE = False                        # tiny random-weight models on the CPU: tes
 AUDIO_INPUT = ""                     # A_0: wav/flac/ogg (mono-mixed, 16 kHz, cut/padded to DURATION); '' = off
 EDIT_STRENGTH = 0.5                  # fraction of AudioLDM's schedule re-run from A_0, 0.2-0.8: more edit, less A_0
 EDIT_METHOD = "ddpm-inversion"       # 'ddpm-inversion' (edit-friendly, exact), 'ddim-inversion' or 'sdedit'
+EDIT_GUIDANCE_SRC = 3.0              # guidance under c_src (inverting A_0, and `reconstructed`), 1.0-5.0 (ZETA: 3)
+EDIT_GUIDANCE_TGT = 12.0             # guidance under c_tgt (the edits), 3.0-15.0 (ZETA: 12): higher = a stronger edit
+EDIT_DDIM_GUIDANCE_SRC = 1.0         # ddim-inversion's source guidance, 1.0 = unguided (guided DDIM inversion drifts)
 # grid for --sweep, e.g. {"SVD_K": [1, 5, 10], "SVD_ALPHA": [0.1, 0.3]}; the command line's --sweep wins
 SWEEP = {}
 # many pairs (--manifest, under accelerate launch on several GPUs)
@@ -309,65 +312,90 @@ def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None, 
 
 
 def step8_edit(cfg, models, run_dir, claps, seeds, prompts, strength=None, manip_row=2, suffix=""):
-    """A_0 inverted under c_src (baseline_original's remix CLAP) and regenerated under c_tgt (the manipulated
-    row's) and, for comparison, under baseline_edited's ('edit by plain I_1'), per seed. Writes audio_input.wav,
-    edited*.wav and edited_plain*.wav (wav_name's seed naming, `suffix` before it in sweeps), a before/after
-    spectrogram figure and edit_results*.json; returns the dict written there (plus the audio under '_audio')."""
+    """A_0 inverted under c_src (baseline_original's remix CLAP), then regenerated three ways from the same noise:
+    under c_src ('reconstructed': A_0's own round trip, what the edits are judged against), under c_tgt (the
+    manipulated row's: 'edited') and under baseline_edited's ('edited_plain': the edit by plain I_1), per seed.
+    Writes audio_input.wav, reconstructed*.wav, edited*.wav and edited_plain*.wav (wav_name's seed naming,
+    `suffix` before it in sweeps), a spectrogram figure and edit_results*.json; returns the dict written there
+    (plus the audio under '_audio'). Edit success and preservation are judged against `reconstructed` first and
+    against the raw A_0 second (that comparison also holds the VAE, vocoder and inversion round trip)."""
     import numpy as np
     import evaluation
     import scorers
     import verdict
     from model import edit
     from model.aldm import save_wav
+    from settings import edit_guidance
     strength = cfg["EDIT_STRENGTH"] if strength is None else strength
     sr, steps = models.sample_rate, int(cfg["DDIM_STEPS"])
+    g_src, g_tgt = edit_guidance(cfg)
     print(f"\n=== STEP 8: edit {cfg['AUDIO_INPUT']} ({cfg['EDIT_METHOD']}, strength {strength:g} of {steps} DDIM "
-          f"steps, guidance {cfg['GUIDANCE']:g}) ===")
+          f"steps, guidance {g_src:g} under c_src, {g_tgt:g} under c_tgt) ===")
     wave, _ = read_audio_input(cfg["AUDIO_INPUT"], cfg["DURATION"], sr)
     n = int(round(cfg["DURATION"] * sr))
     a0 = edit.audioldm_waveform(wave, n).astype(np.float32)   # normalised and padded as AudioLDM's loader does
     if not (run_dir / "audio_input.wav").exists():
         save_wav(run_file(run_dir, "audio_input.wav"), a0, sr)
-    batch = max(1, int(cfg["AUDIO_BATCH"]) // 2)   # two targets regenerate from each inversion
+    batch = max(1, int(cfg["AUDIO_BATCH"]) // 3)   # three rows regenerate from each inversion
     out = []
     for start in range(0, len(seeds), batch):
         rows = slice(start, start + batch)
         out.append(edit.edit_audio(models.aldm, np.repeat(a0[None], len(seeds[rows]), 0), claps[rows, 0],
                                    [claps[rows, manip_row], claps[rows, 1]], cfg["DURATION"], strength, steps,
-                                   cfg["GUIDANCE"], seeds[rows], cfg["EDIT_METHOD"]))
-    out = np.concatenate(out, axis=1)   # [2, S, n]: edited, edited_plain
+                                   g_src, g_tgt, seeds[rows], cfg["EDIT_METHOD"]))
+    out = np.concatenate(out, axis=1)   # [3, S, n]: reconstructed, edited, edited_plain
     for s, seed in enumerate(seeds):
         for k, name in enumerate(EDIT_AUDIO_NAMES[1:]):
             save_wav(run_file(run_dir, wav_name(name + suffix, seed, seeds[0])), out[k, s], sr)
-    audio = np.stack([np.repeat(a0[None], len(seeds), 0), out[0], out[1]], axis=1)   # [S, 3, n]
-    evaluation.plot_spectrograms({"A_0 (audio_input)": a0, "edited": out[0, 0], "edited_plain": out[1, 0]}, sr,
-                                 run_file(run_dir, f"edit_spectrograms{suffix}.png"))
+    audio = np.concatenate([np.repeat(a0[None, None], len(seeds), 0), out.transpose(1, 0, 2)], axis=1)  # [S, 4, n]
+    evaluation.plot_spectrograms({"A_0 (audio_input)": a0, **{name: out[k, 0] for k, name in
+                                                               enumerate(EDIT_AUDIO_NAMES[1:])}},
+                                 sr, run_file(run_dir, f"edit_spectrograms{suffix}.png"))
     roles = roles_of(cfg, prompts)
     scores = scorers.score_run(audio, source_names(cfg, prompts), models.ast, models.clap, cfg["AUDIO_CLASSES"],
-                                  cfg["EVAL_LABELS"], sr)
+                               cfg["EVAL_LABELS"], sr)
+    row = {name: r for r, name in enumerate(EDIT_AUDIO_NAMES)}
+
+    def judged_against(base):
+        success = {n: verdict.compare_rows(scores, roles, row[base], row[n], cfg["EVAL_TOLERANCE"],
+                                           cfg["EVAL_MIN_EFFECT"], names=("A_0" if base == "audio_input" else base, n))
+                   for n in EDIT_TARGETS}
+        kept = evaluation.preservation(audio, sr, clap_embs=scores["clap_embs"], base=row[base])
+        return success, {EDIT_AUDIO_NAMES[r]: v for r, v in kept.items() if EDIT_AUDIO_NAMES[r] != "audio_input"}
+
+    success, kept = judged_against("reconstructed")
+    raw_success, raw_kept = judged_against("audio_input")
     result = {"audio_input": str(cfg["AUDIO_INPUT"]), "method": cfg["EDIT_METHOD"], "strength": strength,
-              "steps": steps, "guidance": cfg["GUIDANCE"], "seeds": list(seeds), "rows": list(EDIT_AUDIO_NAMES),
-              "conditioning": {"c_src": "baseline_original's remix CLAP", "edited": "c_tgt = the manipulated row's",
-                               "edited_plain": "baseline_edited's"},
-              "edit_success": {n: verdict.compare_rows(scores, roles, 0, r, cfg["EVAL_TOLERANCE"],
-                                                          cfg["EVAL_MIN_EFFECT"], names=("A_0", n))
-                               for r, n in enumerate(EDIT_AUDIO_NAMES) if r},
-              "preservation": {EDIT_AUDIO_NAMES[r]: v for r, v in
-                               evaluation.preservation(audio, sr, clap_embs=scores["clap_embs"]).items()}}
-    result["target"] = {n: verdict.edit_target(c) for n, c in result["edit_success"].items()}
+              "steps": steps, "guidance": {"source": g_src, "target": g_tgt}, "seeds": list(seeds),
+              "rows": list(EDIT_AUDIO_NAMES), "judged_against": "reconstructed",
+              "conditioning": {"c_src": "baseline_original's remix CLAP",
+                               "reconstructed": "c_src with the source guidance and the same noise",
+                               "edited": "c_tgt = the manipulated row's", "edited_plain": "baseline_edited's"},
+              "edit_success": success, "preservation": kept,
+              "target": {n: verdict.edit_target(c) for n, c in success.items()},
+              "raw": {"judged_against": "audio_input", "edit_success": raw_success, "preservation": raw_kept,
+                      "target": {n: verdict.edit_target(c) for n, c in raw_success.items()}}}
     write_json(run_file(run_dir, f"edit_results{suffix}.json"), result)
-    print(evaluation.format_preservation(result["preservation"]))
-    for name, comparison in result["edit_success"].items():
-        print(f"  {name} vs A_0: " + ", ".join(f"{check} {c['status']} ({c['mean']:+.4f})" for check, c in
-                                               comparison["classifier"]["checks"].items()))
+    print(evaluation.format_preservation(kept, title="Preservation of the reconstruction (A_0 regenerated under "
+                                               "c_src: the edit alone)"))
+    print(evaluation.format_preservation(raw_kept, title="Preservation of A_0 as recorded (also the VAE, vocoder "
+                                                   "and inversion round trip)"))
+    for name in EDIT_TARGETS:
+        for base, comparison in (("reconstructed", success[name]), ("A_0", raw_success[name])):
+            print(f"  {name} vs {base}: " + ", ".join(f"{check} {c['status']} ({c['mean']:+.4f})" for check, c in
+                                                      comparison["classifier"]["checks"].items()))
     print(f"  figure: {run_dir / f'edit_spectrograms{suffix}.png'}; results: {run_dir / f'edit_results{suffix}.json'}")
     return {**result, "_audio": audio}
 
+
 def edit_summary(result):
     """The fields of an edit result that run.json keeps (no audio, no per-seed arrays)."""
-    return {k: result[k] for k in ("audio_input", "method", "strength", "steps", "target")} | {
-        "preservation_means": {row: {m: v["mean"] for m, v in metrics.items()}
-                               for row, metrics in result["preservation"].items()}}
+    def means(kept):
+        return {row: {m: v["mean"] for m, v in figures.items()} for row, figures in kept.items()}
+    return {k: result[k] for k in ("audio_input", "method", "strength", "steps", "guidance", "judged_against",
+                                   "target")} | {
+        "preservation_means": means(result["preservation"]),
+        "raw": {"target": result["raw"]["target"], "preservation_means": means(result["raw"]["preservation"])}}
 
 
 # -----------------------------------------------------------------------------

@@ -287,6 +287,12 @@ RULES = {
     "SEED": Rule("int", 0, 2**32 - 1, "a whole number in 0-4294967295"),
     "EDIT_STRENGTH": Rule("float", 1e-9, 1.0, "a fraction of the schedule in (0, 1]", (0.2, 0.8), "; 1 = all of it",
                           (0.05, 1.0), 0.05),
+    # classifier-free guidance of step 8, per direction; 1 = the conditional prediction alone
+    "EDIT_GUIDANCE_SRC": Rule("float", 1.0, 20.0, "a number in [1, 20]", (1.0, 5.0), "; ZETA uses 3", (1.0, 10.0), 0.5),
+    "EDIT_GUIDANCE_TGT": Rule("float", 1.0, 30.0, "a number in [1, 30]", (3.0, 15.0), "; ZETA uses 12", (1.0, 20.0),
+                              0.5),
+    "EDIT_DDIM_GUIDANCE_SRC": Rule("float", 1.0, 20.0, "a number in [1, 20]", (1.0,), "; 1 = unguided", (1.0, 5.0),
+                                   0.5),
     # torch.distributed's default wait (30 minutes) is shorter than the spread of a long manifest's shards
     "MANIFEST_WAIT_HOURS": Rule("float", 0.01, 10_000.0, "hours in [0.01, 10000]", (24, 168)),
 }
@@ -441,6 +447,13 @@ def audio_steps(cfg):
     if cfg["SAMPLER"] == "ddim" or cfg.get("_STEPS_GIVEN"):
         return int(cfg["DDIM_STEPS"])
     return default_steps(cfg["SAMPLER"])
+
+
+def edit_guidance(cfg):
+    """(source, target) guidance of step 8: the source guidance is EDIT_DDIM_GUIDANCE_SRC for ddim-inversion (whose
+    inversion is unguided by default) and EDIT_GUIDANCE_SRC for the others; the target one is EDIT_GUIDANCE_TGT."""
+    source = cfg["EDIT_DDIM_GUIDANCE_SRC"] if cfg["EDIT_METHOD"] == "ddim-inversion" else cfg["EDIT_GUIDANCE_SRC"]
+    return float(source), float(cfg["EDIT_GUIDANCE_TGT"])
 
 
 def eval_seeds(cfg):

@@ -11,7 +11,7 @@ recording (--AUDIO_INPUT), edit_sweep.csv and edit_tradeoff.png.
 """
 import itertools
 
-from audio_io import AUDIO_NAMES, EDIT_AUDIO_NAMES, wav_name
+from audio_io import AUDIO_NAMES, EDIT_TARGETS, wav_name
 from errors import UserError
 from inputs import roles_of, source_names
 from runs import Timer, detection_record, recorded_warnings, run_file, save_tensors, write_csv
@@ -212,7 +212,7 @@ def sweep_edits(plan, cfg, models, run_dir, claps, seeds, prompts, settings, mem
         setting = settings[i]
         result = plan.step8_edit(cfg, models, run_dir, claps, seeds, prompts, strength=setting.get(
             "EDIT_STRENGTH", cfg["EDIT_STRENGTH"]), manip_row=2 + j, suffix="_" + setting_name(setting))
-        for name in EDIT_AUDIO_NAMES[1:]:
+        for name in EDIT_TARGETS:   # judged against the reconstruction (step8_edit)
             target = result["target"][name]
             row = {**setting, "strength": result["strength"], "audio": name, "target": round(target["mean"], 6),
                    "target scorer": target["scorer"], "target status": target["status"]}
@@ -224,11 +224,12 @@ def sweep_edits(plan, cfg, models, run_dir, claps, seeds, prompts, settings, mem
 
 
 def plot_edit_tradeoff(rows, path):
-    """Edit success (target gain over A_0) against preservation of A_0, one point per setting, both targets."""
+    """Edit success (target gain over the reconstruction) against preservation of the reconstruction, one point
+    per setting, both targets."""
     from matplotlib.figure import Figure
-    panels = [("log_mel_l1_db mean", "log-mel L1 to A_0 (dB, lower = more of A_0 kept)"),
-              ("onset_correlation mean", "onset-envelope correlation with A_0 (higher = timing kept)"),
-              ("clap_cosine mean", "CLAP audio cosine to A_0 (higher = closer)")]
+    panels = [("log_mel_l1_db mean", "log-mel L1 to the reconstruction (dB, lower = more of A_0 kept)"),
+              ("onset_correlation mean", "onset-envelope correlation with the reconstruction (higher = timing kept)"),
+              ("clap_cosine mean", "CLAP audio cosine to the reconstruction (higher = closer)")]
     fig = Figure(figsize=(15, 4.4), layout="constrained")
     for ax, (key, label) in zip(fig.subplots(1, len(panels)), panels):
         for name, marker in (("edited", "o"), ("edited_plain", "s")):
@@ -238,9 +239,10 @@ def plot_edit_tradeoff(rows, path):
                 ax.annotate(f"{strength:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.axhline(0, color="0.5", lw=0.8)
         ax.set_xlabel(label)
-        ax.set_ylabel("edit success: gain in P(added) - P(removed) over A_0")
+        ax.set_ylabel("edit success: gain in P(added) - P(removed) over the reconstruction")
         ax.legend(fontsize=8)
-    fig.suptitle("Edit success against preservation of A_0; numbers = EDIT_STRENGTH (mean over seeds)", fontsize=10)
+    fig.suptitle("Edit success against preservation, both against A_0's reconstruction (A_0 regenerated under c_src); "
+                 "numbers = EDIT_STRENGTH (mean over seeds)", fontsize=10)
     with open(path, "xb") as f:
         fig.savefig(f, format="png", dpi=100)
     return path

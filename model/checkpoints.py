@@ -50,6 +50,7 @@ class Checkpoint:
     drive_folder: str = ""  # a public Google Drive folder that holds `filename` (fetched with gdown)
     drive_config: str = ""  # a config file that folder may hold next to it, compared with ours on download
     sha256: str = ""       # full SHA-256 when the publisher gives one
+    sha256_prefix: str = ""  # the start of the SHA-256, where the publisher gives only that (torch.hub's names)
     min_bytes: int = 0     # a smaller file is certainly truncated
     hf_repo: str = ""      # Hugging Face repo id, for models fetched with huggingface_hub
     hf_files: tuple = ()   # the snapshot's files that the loader reads: all are fetched, all must be there
@@ -137,11 +138,29 @@ CHECKPOINTS = {c.name: c for c in [
         min_bytes=72_141_184 * 4,
     ),
     Checkpoint(
-        name="panns_cnn14", what="PANNs CNN14 (Kong et al. 2020, AudioSet mAP 0.431), panns_inference's release: "
-                                 "the FD / KL of metrics.py; 81,837,071 parameters, ~327 MB",
+        name="panns_cnn14_16k", what="PANNs CNN14 trained on 16 kHz AudioSet (Kong et al. 2020, mAP 0.438; window "
+                                     "512, hop 160, 64 mels 50-8000 Hz): the FD / KL of metrics.py for 16 kHz audio, "
+                                     "as audioldm_eval; 81,033,231 parameters, ~324 MB",
+        filename="Cnn14_16k_mAP=0.438.pth",
+        url="https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth?download=1",
+        min_bytes=300_000_000,
+    ),
+    Checkpoint(
+        name="panns_cnn14", what="PANNs CNN14 at 32 kHz (Kong et al. 2020, AudioSet mAP 0.431), panns_inference's "
+                                 "release: FD / KL with --cnn14=32k only (audioldm_eval's model for 32 kHz audio); "
+                                 "81,837,071 parameters, ~327 MB",
         filename="Cnn14_mAP=0.431.pth",
         url="https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth?download=1",
         min_bytes=300_000_000,   # panns_inference itself re-downloads a file under 3e8 bytes as incomplete
+    ),
+    Checkpoint(
+        name="resnet18", what="ResNet18 with torchvision's ImageNet weights (IMAGENET1K_V1): the backbone of the "
+                              "CIAP 'resnet18' image encoder (train_ciap.py); 11,689,512 parameters, 45 MiB",
+        filename="resnet18-f37072fd.pth",
+        url="https://download.pytorch.org/models/resnet18-f37072fd.pth",
+        # torch.hub's naming: 'f37072fd' is the start of the file's SHA-256, checked on download and on use
+        sha256_prefix="f37072fd",
+        min_bytes=11_689_512 * 4,
     ),
 ]}
 
@@ -175,6 +194,8 @@ def _problem(ckpt, path, check_hash):
         return f"truncated ({size:,} bytes, expected at least {ckpt.min_bytes:,})"
     if check_hash and ckpt.sha256 and _sha256(path) != ckpt.sha256:
         return "corrupt (SHA-256 does not match the published hash)"
+    if check_hash and ckpt.sha256_prefix and not _sha256(path).startswith(ckpt.sha256_prefix):
+        return f"corrupt (SHA-256 does not start with the published {ckpt.sha256_prefix})"
     return ""
 
 
@@ -213,7 +234,8 @@ def _download(ckpt, path):
     print(f"Downloading {ckpt.filename} from {ckpt.url}")
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         part = Path(tmp) / ckpt.filename
-        torch.hub.download_url_to_file(ckpt.url, str(part), hash_prefix=ckpt.sha256 or None, progress=True)
+        torch.hub.download_url_to_file(ckpt.url, str(part), hash_prefix=ckpt.sha256 or ckpt.sha256_prefix or None,
+                                       progress=True)
         shutil.move(str(part), path)
 
 
@@ -587,7 +609,9 @@ VERIFIERS = {
     "roberta": "scorers:verify_roberta_folder",
     "ast": "scorers:verify_ast_folder",
     "vggish": "metrics:verify_vggish_file",
+    "panns_cnn14_16k": "metrics:verify_cnn14_16k_file",
     "panns_cnn14": "metrics:verify_cnn14_file",
+    "resnet18": "model.ciap:verify_resnet18_file",
 }
 
 # a Drive entry's published config against ours: (our config's path, ['key: ours x, published y', ...])
@@ -611,7 +635,7 @@ def verify(name, path=None):
     ckpt = _entry(name)
     if path is None:   # the registry's file: its size and, where published, its SHA-256 are checked here
         path = hf_model_dir(name, download=False) if ckpt.hf_repo else checkpoint_path(name, download=False)
-    elif ckpt.sha256 and _sha256(path) != ckpt.sha256:
+    elif (ckpt.sha256 or ckpt.sha256_prefix) and not _sha256(path).startswith(ckpt.sha256 or ckpt.sha256_prefix):
         raise CheckpointError(_fix_message(ckpt, Path(path), "corrupt (SHA-256 does not match the published hash)"))
     return _verifier(name)(path)
 

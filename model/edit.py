@@ -5,13 +5,28 @@ I_0 (c_src) and of the edited I_1 (c_tgt), re-run the last EDIT_STRENGTH of Audi
 own latent so that timing and energy stay and the sound follows the edit. Three methods:
 
 - 'ddpm-inversion': edit-friendly DDPM inversion (Huberman-Spiegelglas et al., CVPR 2024; the audio editor
-  ZETA, Manor & Michaeli, ICML 2024). Each noisy latent x_t is drawn independently from z_0; the noise maps
-  z_t = (x_{t-1} - mu_t(x_t, c_src)) / sigma_t are stored; regenerating with them under c_src gives z_0 back
-  exactly (to float rounding), so every change comes from c_tgt.
+  ZETA, Manor & Michaeli, ICML 2024). Each noisy latent x_t = sqrt(a_t) z_0 + sqrt(1 - a_t) e_t is drawn with
+  its own independent e_t (so the x_t of different levels are not one trajectory: that is what makes the noise
+  maps carry A_0's structure); the noise maps z_t = (x_{t-1} - mu_t(x_t, c_src)) / sigma_t are stored, under
+  c_src with the source guidance; regenerating with them under c_src and that guidance gives z_0 back exactly
+  (to float rounding), so every change comes from c_tgt (and the target guidance).
+  The last noise map (the step to level 0) is not noise: sigma_t is small there and z_t is A_0's residual,
+  z_0 - mu(x_1, c_src), over sigma_t. It is what makes the reconstruction exact, and under c_tgt it adds that
+  same residual (the fine detail of A_0 the last denoising step did not predict under c_src) to every edit.
+  ZETA's published code sets it to zero (its last step is the plain mean); we keep it, so that `reconstructed`
+  is exactly A_0 through the VAE and vocoder.
 - 'ddim-inversion': deterministic DDIM run backwards (diffusers' DDIMInverseScheduler) under c_src, then DDIM
-  (eta 0) forwards under c_tgt. Only approximately invertible: the error shrinks with more steps.
+  (eta 0) forwards. Only approximately invertible: exact in the limit of many steps for a smooth noise
+  predictor. Run unguided by default (guidance 1): guided DDIM inversion drifts, because the guided prediction
+  is not the one the forward pass will reproduce (the reason null-text inversion exists).
 - 'sdedit': noise z_0 to the strength's level with the seed's noise and denoise under c_tgt (AudioLDM's own
   "style transfer"); keeps less of A_0 at the same strength.
+
+Guidance differs by direction (ZETA's defaults: 3 under c_src, 12 under c_tgt): `invert` takes the source
+guidance and keeps it in the Inversion; `regenerate` uses it unless given a target guidance. `edit_audio`
+returns the `reconstructed` row (regenerated under c_src with the source guidance and the same noise) before
+the edits: what an edit is judged against, since it holds everything but the edit (the VAE and vocoder round
+trip, and for the approximate methods their own error).
 
 The front end is AudioLDM's published one (audioldm/audio/stft.py and tools.py, the configs' preprocessing
 block, and diffusers' conversion script): the waveform centred and peak-normalised to 0.5 as AudioLDM's data
@@ -20,8 +35,9 @@ the magnitude, natural log clamped at 1e-5, 1024 frames for 10.24 s. The tiny te
 mel bands as its vocoder takes (8).
 
     z0 = encode_audio(pipe, wave, duration=10.0)                 # A_0 -> VAE latent [1, 8, 256, 16]
-    inv = invert(pipe, z0, c_src, strength=0.6, steps=200, guidance=2.5, seed=42)
-    audio = latents_to_audio(pipe, regenerate(pipe, inv, c_tgt), duration=10.0)
+    inv = invert(pipe, z0, c_src, strength=0.6, steps=200, guidance=3.0, seed=42)
+    reconstructed = latents_to_audio(pipe, regenerate(pipe, inv, c_src), duration=10.0)
+    edited = latents_to_audio(pipe, regenerate(pipe, inv, c_tgt, guidance=12.0), duration=10.0)
 """
 import math
 from dataclasses import dataclass, field
@@ -131,10 +147,11 @@ class Inversion:
     method: str
     timesteps: list                  # the forward (denoising) timesteps still to run, high to low
     x_start: torch.Tensor            # [B, C, f, m] the latent at timesteps[0]
-    guidance: float
+    guidance: float                  # the source guidance: of the inversion, and of a regeneration under c_src
     steps: int                       # the full schedule's step count (timesteps are its last len(timesteps))
     noise_maps: list = field(default_factory=list)   # per step [B, C, f, m] (eta-1 methods), else []
     z0: torch.Tensor = None
+    levels: list = field(default_factory=list)      # ddpm-inversion's x_t per timestep [B, C, f, m], else []
 
 
 def _noise_pred(pipe, x, t, embs, negative, guidance):
@@ -185,8 +202,9 @@ def _ddim_sigma(scheduler, t):
 def invert(pipe, z0, src_embs, strength, steps, guidance, seed, method="ddpm-inversion"):
     """Put z_0 [B, C, f, m] on the diffusion trajectory under c_src (src_embs [B, 512]): an Inversion.
 
-    strength: the fraction of the `steps`-step DDIM schedule re-run (DeltaV2A's noise_level); seed: int or one
-    per row, drawing every noise of a row (edit-friendly x_t, SDEdit's noise) from that row's seed alone.
+    strength: the fraction of the `steps`-step DDIM schedule re-run (DeltaV2A's noise_level); guidance: the
+    source guidance (1 = none: the conditional prediction alone); seed: int or one per row, drawing every noise
+    of a row (edit-friendly x_t, SDEdit's noise) from that row's seed alone.
     """
     check_method(method)
     dt = _dtype(pipe)
@@ -217,28 +235,32 @@ def invert(pipe, z0, src_embs, strength, steps, guidance, seed, method="ddpm-inv
         noise = [randn() for _ in timesteps]
         return Inversion(method, timesteps, x_start, guidance, int(steps), noise, z0=z0)
 
-    # edit-friendly DDPM inversion: independent x_t per level, then the noise maps that connect them
-    xs = [(math.sqrt(float(acp[t])) * z0.double() + math.sqrt(1 - float(acp[t])) * randn().double()).to(dt)
-          for t in timesteps] + [z0]
+    # edit-friendly DDPM inversion: x_t of each level with its own independent draw (one draw shared by all levels
+    # would put every x_t on one straight line from z_0, and the noise maps would no longer be ~N(0, I))
+    draws = [randn() for _ in timesteps]
+    xs = [(math.sqrt(float(acp[t])) * z0.double() + math.sqrt(1 - float(acp[t])) * e.double()).to(dt)
+          for t, e in zip(timesteps, draws)] + [z0]
     noise = []
     for i, t in enumerate(timesteps):
         eps = _noise_pred(pipe, xs[i], t, src, negative, guidance)
         mu = scheduler.step(eps, t, xs[i], eta=1.0, variance_noise=torch.zeros_like(xs[i])).prev_sample.to(dt)
-        noise.append((xs[i + 1] - mu) / _ddim_sigma(scheduler, t))
-    return Inversion(method, timesteps, xs[0], guidance, int(steps), noise, z0=z0)
+        noise.append((xs[i + 1] - mu) / _ddim_sigma(scheduler, t))   # the last one: A_0's residual (docstring)
+    return Inversion(method, timesteps, xs[0], guidance, int(steps), noise, z0=z0, levels=xs[:-1])
 
 
 @torch.no_grad()
-def regenerate(pipe, inversion, tgt_embs):
-    """Run the inversion's remaining steps under c_tgt (tgt_embs [B, 512]): latents float32 [B, C, f, m]."""
+def regenerate(pipe, inversion, tgt_embs, guidance=None):
+    """Run the inversion's remaining steps under tgt_embs [B, 512] with `guidance` (None: the inversion's own
+    source guidance, which with c_src gives the reconstruction): latents float32 [B, C, f, m]."""
     x = inversion.x_start.clone()
     batch = x.shape[0]
     tgt = _embeddings(pipe, tgt_embs, batch, "tgt_embs")
     negative = empty_text_embedding(pipe)[None].expand(batch, -1)
     scheduler = use_sampler(pipe, "ddim")
     scheduler.set_timesteps(inversion.steps)
+    guidance = inversion.guidance if guidance is None else float(guidance)
     for i, t in enumerate(inversion.timesteps):
-        eps = _noise_pred(pipe, x, t, tgt, negative, inversion.guidance)
+        eps = _noise_pred(pipe, x, t, tgt, negative, guidance)
         if inversion.noise_maps:
             x = scheduler.step(eps, t, x, eta=1.0, variance_noise=inversion.noise_maps[i]).prev_sample.to(x.dtype)
         else:
@@ -246,13 +268,16 @@ def regenerate(pipe, inversion, tgt_embs):
     return x
 
 
-def edit_audio(pipe, waves, src_embs, tgt_embs_list, duration, strength, steps, guidance, seed,
+def edit_audio(pipe, waves, src_embs, tgt_embs_list, duration, strength, steps, guidance_src, guidance_tgt, seed,
                method="ddpm-inversion"):
-    """A_0 -> one edited audio per target: float32 numpy [K, B, n] for K target embedding sets of [B, 512].
+    """A_0 -> its reconstruction and one edited audio per target: float32 numpy [1 + K, B, n] for K target
+    embedding sets of [B, 512]; row 0 is `reconstructed` (regenerated under src_embs with guidance_src).
 
     waves: [B, n] (one A_0 per row; the same recording repeated per seed in main.py). The inversion runs once
-    under src_embs; every target regenerates from it with the same noise, so targets differ only by their CLAP.
+    under src_embs with guidance_src; the reconstruction and every target regenerate from it with the same
+    noise, so they differ only by their CLAP (and the targets by their guidance, guidance_tgt).
     """
     z0 = encode_audio(pipe, waves, duration)
-    inv = invert(pipe, z0, src_embs, strength, steps, guidance, seed, method)
-    return np.stack([latents_to_audio(pipe, regenerate(pipe, inv, tgt), duration) for tgt in tgt_embs_list])
+    inv = invert(pipe, z0, src_embs, strength, steps, guidance_src, seed, method)
+    rows = [regenerate(pipe, inv, src_embs)] + [regenerate(pipe, inv, tgt, guidance_tgt) for tgt in tgt_embs_list]
+    return np.stack([latents_to_audio(pipe, x, duration) for x in rows])

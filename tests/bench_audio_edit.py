@@ -85,7 +85,7 @@ def main():
     wave = recording(args.duration)
     for strength in (1.0, 0.5):
         _, edit_s = timed(lambda: edit.edit_audio(pipe, wave[None], c_src, [c_tgt], args.duration, strength,
-                                                  args.steps, GUIDANCE, 42))
+                                                  args.steps, GUIDANCE, GUIDANCE, 42))   # + the reconstruction
         figures[f"edit_s_strength_{strength:g}"] = edit_s
         print(f"3. cost, {args.steps} steps: edit at strength {strength:g} {edit_s:.1f} s vs plain generation "
               f"{plain_s:.1f} s: ratio {edit_s / plain_s:.2f}", flush=True)

@@ -9,14 +9,13 @@ config's), the final name, the printed size and SHA-256, the comparison of the f
 import dataclasses
 import hashlib
 import json
-import shutil
 import textwrap
 
 import numpy as np
 import pytest
+import release_formats as rf
 import requests
 
-import release_formats as rf
 from model import checkpoints as ck
 from model import pipeline
 

@@ -1,9 +1,11 @@
 """Step 8 of main.py: editing a recording the user gives (AUDIO_INPUT), with the tiny random-weight models.
 
 Bad recordings are refused (or warned about) before any model loads; the resampler agrees with a second
-library (soxr); step 8 conditions on the right rows and seeds, and each miswiring below is caught.
+library (soxr); step 8 conditions on the right rows, seeds and guidances, judges the edits against the
+reconstruction (and the raw recording second), and each miswiring below is caught.
 """
 import csv
+import functools
 import json
 import math
 import struct
@@ -170,6 +172,23 @@ def run_step8(module, run_dir, recording, models):
     return cfg, claps
 
 
+@functools.lru_cache(maxsize=2)
+def expected_edits(pipe, a0_bytes, claps_bytes, duration, strength, steps, g_src, g_tgt, method):
+    """Step 8's three rows per seed, computed here from the method's definition: A_0 inverted under row 0's
+    CLAP with the source guidance, regenerated under row 0 (source guidance), row 2 and row 1 (target guidance).
+    Cached: every mis-wired copy below is held against the same expectation."""
+    a0 = np.frombuffer(a0_bytes, dtype=np.float64)
+    claps = torch.from_numpy(np.frombuffer(claps_bytes, dtype=np.float32).reshape(len(SEEDS), 3, -1).copy())
+    z0 = edit.encode_audio(pipe, a0, duration)
+    out = {}
+    for s, seed in enumerate(SEEDS):
+        inv = edit.invert(pipe, z0, claps[s, 0], strength, steps, g_src, seed, method)
+        for name, row, guidance in (("reconstructed", 0, g_src), ("edited", 2, g_tgt), ("edited_plain", 1, g_tgt)):
+            out[(seed, name)] = edit.latents_to_audio(pipe, edit.regenerate(pipe, inv, claps[s, row], guidance),
+                                                      duration)[0]
+    return out
+
+
 def check_edit_wiring(run_dir, cfg, claps, pipe):
     """Every way step 8's outputs can disagree with the method, as a list of problems ([] = wired right)."""
     problems = []
@@ -178,19 +197,30 @@ def check_edit_wiring(run_dir, cfg, claps, pipe):
     saved, _ = sf.read(run_dir / "audio_input.wav", dtype="float64")
     if np.abs(saved - a0).max() > 2 / 32767:
         problems.append("audio_input.wav is not the normalised recording")
-    z0 = edit.encode_audio(pipe, a0, cfg["DURATION"])
+    g_src, g_tgt = cfg["EDIT_GUIDANCE_SRC"], cfg["EDIT_GUIDANCE_TGT"]   # ZETA's 3 and 12 (ddpm-inversion)
+    expected = expected_edits(pipe, a0.tobytes(), claps.numpy().tobytes(), cfg["DURATION"], cfg["EDIT_STRENGTH"],
+                              cfg["DDIM_STEPS"], g_src, g_tgt, cfg["EDIT_METHOD"])
+    results = json.loads((run_dir / "edit_results.json").read_text())
     for s, seed in enumerate(SEEDS):
-        inv = edit.invert(pipe, z0, claps[s, 0], cfg["EDIT_STRENGTH"], cfg["DDIM_STEPS"], cfg["GUIDANCE"], seed,
-                          cfg["EDIT_METHOD"])
-        for name, row in (("edited", 2), ("edited_plain", 1)):
-            want = edit.latents_to_audio(pipe, edit.regenerate(pipe, inv, claps[s, row]), cfg["DURATION"])[0]
+        wavs = {"audio_input": a0}
+        for name, row, guidance in (("reconstructed", 0, g_src), ("edited", 2, g_tgt), ("edited_plain", 1, g_tgt)):
+            want = expected[(seed, name)]
             got, _ = sf.read(run_dir / audio_io.wav_name(name, seed, SEEDS[0]), dtype="float32")
+            wavs[name] = got
             if np.abs(got - np.clip(want, -1, 1)).max() > 5e-4:
                 problems.append(f"{audio_io.wav_name(name, seed, SEEDS[0])} is not A_0 inverted under row 0 and "
-                                f"regenerated under row {row} with seed {seed}")
-    results = json.loads((run_dir / "edit_results.json").read_text())
-    if set(results["edit_success"]) != {"edited", "edited_plain"} or \
-            set(results["preservation"]["edited"]) != set(evaluation.PRESERVATION_METRICS):
+                                f"regenerated under row {row} with guidance {guidance} and seed {seed}")
+        # the edits are judged against the reconstruction first, against the recording as it was second
+        for block, base in ((results, "reconstructed"), (results.get("raw", {}), "audio_input")):
+            for name in ("edited", "edited_plain"):
+                figure = block.get("preservation", {}).get(name, {}).get("log_mel_l1_db", {}).get("per_seed")
+                want = evaluation.log_mel_l1(wavs[base], wavs[name], SR)
+                if figure is None or abs(figure[s] - want) > 0.05:
+                    problems.append(f"the preservation of {name} (seed {seed}) in edit_results.json is not against "
+                                    f"{base}: {figure and figure[s]} vs {want:.4f} dB")
+    if set(results["edit_success"]) != {"edited", "edited_plain"} or results["judged_against"] != "reconstructed" or \
+            set(results["preservation"]["edited"]) != set(evaluation.PRESERVATION_METRICS) or \
+            set(results["raw"]["preservation"]) != {"reconstructed", "edited", "edited_plain"}:
         problems.append("edit_results.json lacks the comparisons or the preservation metrics")
     return problems
 
@@ -206,9 +236,15 @@ MUTANTS = {
     "baseline row in place of the manipulated one": ("[claps[rows, manip_row], claps[rows, 1]]",
                                                      "[claps[rows, 1], claps[rows, 1]]"),
     "source from baseline_edited": ("0), claps[rows, 0],", "0), claps[rows, 1],"),
-    "the wrong seed's noise maps": ('cfg["GUIDANCE"], seeds[rows],', 'cfg["GUIDANCE"], seeds[rows][::-1],'),
+    "the wrong seed's noise maps": ("g_src, g_tgt, seeds[rows],", "g_src, g_tgt, seeds[rows][::-1],"),
     "plain edit under the manipulated row": ("[claps[rows, manip_row], claps[rows, 1]]",
                                              "[claps[rows, manip_row], claps[rows, manip_row]]"),
+    "source and target guidance swapped": ("g_src, g_tgt, seeds[rows],", "g_tgt, g_src, seeds[rows],"),
+    "one guidance both ways (GUIDANCE)": ("g_src, g_tgt = edit_guidance(cfg)", "g_src = g_tgt = cfg['GUIDANCE']"),
+    "edits judged against A_0, not the reconstruction": ('success, kept = judged_against("reconstructed")',
+                                                         'success, kept = judged_against("audio_input")'),
+    "the raw comparison against the reconstruction": ('raw_success, raw_kept = judged_against("audio_input")',
+                                                      'raw_success, raw_kept = judged_against("reconstructed")'),
 }
 
 
@@ -220,6 +256,15 @@ def test_a_miswired_edit_is_caught(name, recording, models, tmp_path):
     finally:
         sys.modules.pop("main_mutant", None)
     assert check_edit_wiring(tmp_path / "run", cfg, claps, models.aldm), f"the wiring check missed: {name}"
+
+
+def test_each_direction_has_its_own_guidance():
+    """ZETA's defaults (3 under c_src, 12 under c_tgt); DDIM inversion unguided unless asked."""
+    cfg = settings.default_config(main)
+    assert settings.edit_guidance(cfg) == (3.0, 12.0)
+    assert settings.edit_guidance({**cfg, "EDIT_METHOD": "sdedit"}) == (3.0, 12.0)
+    assert settings.edit_guidance({**cfg, "EDIT_METHOD": "ddim-inversion"}) == (1.0, 12.0)
+    assert settings.edit_guidance({**cfg, "EDIT_METHOD": "ddim-inversion", "EDIT_DDIM_GUIDANCE_SRC": 2.0}) == (2.0, 12.0)
 
 
 # -----------------------------------------------------------------------------
@@ -237,6 +282,7 @@ def test_sweep_of_edit_strength_gives_the_tradeoff(recording, tmp_path):
     assert all(math.isfinite(float(r["log_mel_l1_db mean"])) for r in rows)
     assert (run_dir / "edit_tradeoff.png").stat().st_size > 10_000
     assert (run_dir / "audio_input.wav").exists() and (run_dir / "edited_EDIT_STRENGTH-0.25.wav").exists()
+    assert (run_dir / "reconstructed_EDIT_STRENGTH-0.75.wav").exists()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
     assert all(Path(p).resolve().parent == run_dir.resolve() for p in run_dir.iterdir())
 

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import release_formats as rf
 import soundfile as sf
 import torch
 
+import errors
 import loader
 import main
 import mask
@@ -24,10 +26,10 @@ import metrics
 import runs
 import scorers
 import util
-from model import aldm, detect, pipeline
+from model import aldm, ciap, detect, pipeline
 from model import checkpoints as ck
 
-ROOT = main.Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 LOADER_CACHES = [util._load_clip, mask._load_sam2, detect._load_yolo, pipeline._load_ssv2a, aldm._load_audioldm,
                  scorers._load_clap, scorers._load_ast]
 
@@ -67,9 +69,14 @@ def release(tmp_path_factory):
     rf.roberta_snapshot(hub, tokenizer, roberta)
     rf.ast_snapshot(hub, models["ast"], bin_payload=rf.RunsCode(marker))
     # the set-level metrics' networks: torchvggish's plain state dict, PANNs' {'model': ..., 'iteration': ...}
-    vggish, cnn14 = metrics.tiny_vggish(seed=17).model, metrics.tiny_cnn14(seed=18).model
+    vggish = metrics.tiny_vggish(seed=17).model
     torch.save(vggish.state_dict(), ckpts / "vggish-10086976.pth")
-    torch.save({"model": cnn14.state_dict(), "iteration": 600000}, ckpts / "Cnn14_mAP=0.431.pth")
+    for seed, variant in ((18, "32k"), (19, "16k")):   # PANNs' two releases, their own front ends
+        cnn14 = metrics.tiny_cnn14(seed=seed, variant=variant).model
+        path = ckpts / metrics.CNN14_VARIANTS[variant]["weights"]
+        torch.save({"model": cnn14.state_dict(), "iteration": 600000}, path)
+    # CIAP's ResNet18 backbone (train_ciap.py): torchvision's plain state dict
+    torch.save(ciap.tiny_resnet18(seed=19).state_dict(), ckpts / "resnet18-f37072fd.pth")
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ck, "CHECKPOINT_DIR", ckpts)
@@ -77,10 +84,14 @@ def release(tmp_path_factory):
         mp.setitem(ck.CHECKPOINTS, "clip", dataclasses.replace(ck.CHECKPOINTS["clip"], sha256=sha, min_bytes=0))
         clap_sha = hashlib.sha256((ckpts / "630k-audioset-best.pt").read_bytes()).hexdigest()
         mp.setitem(ck.CHECKPOINTS, "clap", dataclasses.replace(ck.CHECKPOINTS["clap"], sha256=clap_sha, min_bytes=0))
-        for name in ("sam2", "yolo", "ssv2a", "vggish", "panns_cnn14"):
+        for name in ("sam2", "yolo", "ssv2a", "vggish", "panns_cnn14", "panns_cnn14_16k"):
             mp.setitem(ck.CHECKPOINTS, name, dataclasses.replace(ck.CHECKPOINTS[name], min_bytes=0))
+        resnet_sha = hashlib.sha256((ckpts / "resnet18-f37072fd.pth").read_bytes()).hexdigest()
+        mp.setitem(ck.CHECKPOINTS, "resnet18", dataclasses.replace(ck.CHECKPOINTS["resnet18"], min_bytes=0,
+                                                                    sha256_prefix=resnet_sha[:8]))
+        mp.setattr(ciap, "build_resnet18", ciap.tiny_resnet18)   # the tiny file's architecture
         mp.setattr(metrics, "build_vggish", lambda: metrics.tiny_vggish().model)   # the tiny files' architectures
-        mp.setattr(metrics, "build_cnn14", lambda: metrics.tiny_cnn14().model)
+        mp.setattr(metrics, "build_cnn14", lambda variant="16k": metrics.tiny_cnn14(variant=variant).model)
         mp.setattr(mask, "SAM2_CONFIG", mask.TINY_CONFIG)           # the tiny file's architecture
         mp.setattr(mask, "SAM2_OVERRIDES", mask.TINY_OVERRIDES)
         mp.setattr(pipeline, "DEFAULT_CONFIG_PATH", config_path)   # the tiny file's SSV2A config
@@ -250,8 +261,8 @@ def test_a_file_at_checkpoint_path_is_never_replaced_by_the_download(release, tm
     out = tmp_path / "outputs"
 
     def stop(*args, **kwargs):
-        raise main.UserError("stopped where the run folder would be made")
-    monkeypatch.setattr(runs, "new_run_dir", stop)   # runs.run_edit_pair makes the run folder
+        raise errors.UserError("stopped where the run folder would be made")
+    monkeypatch.setattr(runs, "new_run_dir", stop)
     code = main.main([f"--OUTPUT_DIR={out}", f"--CONFIG_PATH={release['config']}", f"--CHECKPOINT_PATH={mine}",
                       "--DEVICE=cpu"])
     captured = capsys.readouterr()
@@ -330,7 +341,7 @@ def test_damaged_hugging_face_files_get_one_clean_message(release, tmp_path, mon
     shutil.copytree(release["hub"], hub)
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hub))
-    path = main.Path(ck.hf_model_dir(name, download=False)) / file
+    path = Path(ck.hf_model_dir(name, download=False)) / file
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2])
     _clear_loaders()
@@ -362,11 +373,51 @@ def test_a_real_manifest_scores_its_sets_with_the_release_files(release, tmp_pat
     (run_dir,) = out.iterdir()
     sets = json.loads((run_dir / "summary.json").read_text())["set_metrics"]
     assert sets["embedding"] == metrics.VGGISH_NAME and sets["weights"] == str(release["ckpts"] / "vggish-10086976.pth")
-    assert sets["panns"]["model"] == metrics.PANNS_NAME
-    assert sets["panns"]["weights"] == str(release["ckpts"] / "Cnn14_mAP=0.431.pth")
+    assert sets["panns"]["model"] == metrics.cnn14_name("16k") and sets["panns"]["variant"] == "16k"
+    assert sets["panns"]["weights"] == str(release["ckpts"] / "Cnn14_16k_mAP=0.438.pth")   # 16 kHz audio: the 16 kHz CNN14
     # the figures are those of the files' weights (the tiny twins they were written from)
     fads = metrics.manifest_fads(run_dir, metrics.tiny_vggish(seed=17))["fad"]
     assert {k: v["fad"] for k, v in fads.items()} == {k: v["fad"] for k, v in sets["fad"].items()}
-    panns = metrics.manifest_panns(run_dir, metrics.tiny_cnn14(seed=18))
+    panns = metrics.manifest_panns(run_dir, metrics.tiny_cnn14(seed=19, variant="16k"))
     assert panns["kl"] == sets["panns"]["kl"] and panns["kl"]["KL(baseline_edited || manipulated)"]["n"] == 2
+    assert metrics.manifest_panns(run_dir, metrics.tiny_cnn14(seed=18, variant="16k"))["kl"] != sets["panns"]["kl"]
     assert metrics.manifest_fads(run_dir, metrics.tiny_vggish(seed=99))["fad"] != sets["fad"]   # weights matter
+
+
+def test_train_ciap_reads_the_release_files(release, tmp_path):
+    """train_ciap.py without --smoke: CLIP from OpenAI's TorchScript file, CLAP from LAION's training checkpoint and
+    ResNet18 from torchvision's file, each through the registry; the features are those of the files' weights, the
+    checkpoints name the models, and the back end's loader takes the CLIP head on the real models' names."""
+    import train_ciap
+    pairs = train_ciap.make_synthetic_pairs(tmp_path / "pairs", 8)   # 6 training pairs, 2 held out
+    out = tmp_path / "out"
+    args = ["--pairs", str(pairs), f"--OUTPUT_DIR={out}", "--DEVICE=cpu", "--EPOCHS=2", "--BATCH_SIZE=3",
+            "--HIDDEN_DIM=32"]
+    assert train_ciap.main(args) == 0
+    (clip_run,) = out.iterdir()
+    assert train_ciap.main(args + ["--ENCODER=resnet18", f"--REUSE_FEATURES={clip_run / 'features.safetensors'}"]) == 0
+    (resnet_run,) = [p for p in out.iterdir() if p != clip_run]
+    assert not clip_run.name.endswith("_smoke")
+    from safetensors.torch import load_file
+    images = [pairs.parent / "images" / f"{i:04d}.png" for i in range(8)]
+    waves = [sf.read(pairs.parent / "audio" / f"{i:04d}.wav")[0] for i in range(8)]
+    features = load_file(str(clip_run / "features.safetensors"))
+    clip16 = util.tiny_clip(seed=11)[0]
+    from clip.model import convert_weights
+    convert_weights(clip16)                     # OpenAI's fp16 rounding of the same weights
+    expected = util.clip_image_embeddings(images, model=clip16.float(), preprocess=release["models"]["clip"][1])
+    torch.testing.assert_close(features["image"], expected, atol=1e-5, rtol=0)
+    scorer = scorers.ClapScorer(release["models"]["clap"].eval(), None, "cpu", "the file's weights")
+    torch.testing.assert_close(features["audio"], scorer.audio_embeddings(waves, 16000), atol=1e-5, rtol=0)
+    resnet = ciap.ResNetFeatures(ciap.tiny_resnet18(seed=19))
+    x = torch.stack([ciap.resnet_preprocess()(util.load_image_rgb(p)) for p in images])
+    with torch.no_grad():
+        torch.testing.assert_close(load_file(str(resnet_run / "features.safetensors"))["image"], resnet(x),
+                                   atol=1e-5, rtol=0)
+    clap_name = "laion-clap 630k-audioset-best.pt"
+    back_end = ciap.load_ciap(clip_run / "ciap.safetensors", "cpu", clip_model=ciap.REAL_CLIP_NAME,
+                              clap_model=clap_name)
+    assert back_end(expected).shape == (8, 512)
+    assert ciap.read_ciap(resnet_run / "ciap.safetensors")[1]["image_model"] == ciap.REAL_RESNET_NAME
+    assert ciap.load_ciap(resnet_run / "ciap.safetensors", "cpu", encoder="resnet18")(x).shape == (8, 512)
+    assert not release["marker"].exists()

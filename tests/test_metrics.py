@@ -136,13 +136,38 @@ def test_panns_models_import_without_the_package_init():
     assert out.stdout.split() == ["Cnn14", "False"] and "wget" not in out.stderr
 
 
-def test_tiny_cnn14_runs_the_library_forward():
+def test_cnn14_variants_are_audioldm_evals_front_ends():
+    """16 kHz audio goes to the CNN14 PANNs trained at 16 kHz: window 512, hop 160, 64 mels 50-8000 Hz (the 32 kHz
+    release's front end differs only in those filters, so the wrong file does not load)."""
+    import librosa
+    big16 = metrics.build_cnn14("16k")
+    assert sum(p.numel() for p in big16.parameters()) == 81_033_231   # the 32 kHz one: 81,837,071
+    tiny16, tiny32 = (metrics.tiny_cnn14(variant=v).model.state_dict() for v in ("16k", "32k"))   # real front ends
+    differ = {k for k, v in tiny16.items() if v.shape != tiny32[k].shape}
+    assert differ == {"spectrogram_extractor.stft.conv_real.weight", "spectrogram_extractor.stft.conv_imag.weight",
+                      "logmel_extractor.melW"}
+    stft = big16.spectrogram_extractor.stft.conv_real
+    assert tuple(stft.weight.shape) == (257, 1, 512) and stft.stride == (160,)   # window 512, hop 160
+    mel = librosa.filters.mel(sr=16000, n_fft=512, n_mels=64, fmin=50, fmax=8000).T
+    np.testing.assert_allclose(big16.logmel_extractor.melW.detach().numpy(), mel, rtol=0, atol=1e-6)
+    assert metrics.CNN14_DEFAULT == "16k" and "Cnn14_16k_mAP=0.438.pth" in metrics.cnn14_name("16k")
+
+
+def test_tiny_cnn14_reads_a_file_as_audioldm_eval_and_returns_logits():
     scorer = metrics.tiny_cnn14()
     rng = np.random.default_rng(0)
-    emb, probs = scorer(rng.standard_normal(16000), 16000)   # resampled to 32 kHz first
-    assert emb.shape == (16,) and probs.shape == (527,) and ((probs > 0) & (probs < 1)).all()
-    emb2, probs2 = scorer(rng.standard_normal(32000), 32000)
-    assert not np.allclose(probs, probs2)
+    wave = rng.standard_normal(16000) + 0.3                      # 1 s with a DC offset, at the model's own rate
+    prepared = scorer.prepare(wave, 16000)
+    assert prepared.shape == (32000,) and np.all(prepared[16000:] == 0)   # zero-padded to 2 s
+    np.testing.assert_allclose(prepared[:16000], wave - wave.mean(), atol=1e-12)
+    assert scorer.prepare(rng.standard_normal(64000), 32000).shape == (32000,)   # 2 s at 32 kHz -> 16 kHz
+    emb, logits = scorer(wave, 16000)
+    assert emb.shape == (16,) and logits.shape == (527,)
+    with torch.no_grad():   # the logits are those whose sigmoid the library's forward returns
+        probs = scorer.model(torch.as_tensor(prepared, dtype=torch.float32)[None])["clipwise_output"][0].double()
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), probs.numpy(), rtol=1e-6, atol=1e-7)
+    assert (logits < 0).any() and (logits > 0).any()   # logits, not probabilities
+    assert not np.allclose(logits, scorer(rng.standard_normal(32000), 32000)[1])
 
 
 def test_a_wrong_panns_file_is_refused(tmp_path):
@@ -152,8 +177,135 @@ def test_a_wrong_panns_file_is_refused(tmp_path):
         metrics.read_cnn14(plain)
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"model": metrics.tiny_cnn14().model.state_dict(), "iteration": 0}, wrapped)
-    with pytest.raises(CheckpointError, match="does not fit PANNs CNN14 .*mis-shaped"):
+    with pytest.raises(CheckpointError, match="does not fit PANNs CNN14 at 16k .*mis-shaped"):
         metrics.read_cnn14(wrapped)
+
+
+def test_the_32k_release_is_refused_where_the_16k_one_belongs(tmp_path, monkeypatch):
+    """Both load through the one weights-only reader; the 32 kHz file's front-end filters do not fit the 16 kHz
+    model (shown with tiny twins of the two releases, whose front ends are the real ones)."""
+    monkeypatch.setattr(metrics, "build_cnn14", lambda variant="16k": metrics.tiny_cnn14(variant=variant).model)
+    for variant in ("16k", "32k"):
+        torch.save({"model": metrics.tiny_cnn14(seed=3, variant=variant).model.state_dict(), "iteration": 1},
+                   tmp_path / f"{variant}.pth")
+    loaded = metrics.read_cnn14(tmp_path / "16k.pth", "16k")
+    assert torch.equal(loaded.fc_audioset.weight, metrics.tiny_cnn14(seed=3, variant="16k").model.fc_audioset.weight)
+    assert "fit PANNs CNN14 at 32k" in metrics.verify_cnn14_file(tmp_path / "32k.pth")
+    with pytest.raises(CheckpointError, match=r"at 16k .*Cnn14_16k_mAP=0.438.pth.*conv_real.weight \(513, 1, 10"):
+        metrics.read_cnn14(tmp_path / "32k.pth", "16k")
+
+
+# -----------------------------------------------------------------------------
+# KL: audioldm_eval's two definitions on fixed logits, against independent computations
+
+
+def fixed_logits():
+    """Two sets of 3 clips x 527 logits: ordinary values, and saturated ones (|logit| 40) where a naive sigmoid
+    or softmax in float32 would lose the small probabilities."""
+    rng = np.random.default_rng(7)
+    ref, gen = 3 * rng.standard_normal((3, 527)), 3 * rng.standard_normal((3, 527))
+    ref[2, :5], gen[2, :5] = [40, -40, 40, -40, 0], [-40, 40, 40, 0, -40]
+    return ref, gen
+
+
+def torch_kl(ref, gen, squash):
+    """audioldm_eval's formulation, written with torch.nn.functional.kl_div: reduction 'sum' over classes and
+    files, divided by the number of files (input = log(q_gen + 1e-6), target = p_ref), in float64."""
+    r, g = torch.from_numpy(ref), torch.from_numpy(gen)
+    p, q = (r.softmax(dim=1), g.softmax(dim=1)) if squash == "softmax" else (r.sigmoid(), g.sigmoid())
+    return float(torch.nn.functional.kl_div((q + 1e-6).log(), p, reduction="sum") / len(r))
+
+
+def scipy_kl(ref, gen, squash):
+    """The same sums with scipy: rel_entr(p, q + 1e-6) = p log(p / (q + 1e-6)), softmax / expit from scipy.special."""
+    from scipy.special import expit, rel_entr, softmax
+    p, q = (softmax(ref, axis=1), softmax(gen, axis=1)) if squash == "softmax" else (expit(ref), expit(gen))
+    return float(rel_entr(p, q + 1e-6).sum(axis=1).mean())
+
+
+@pytest.mark.parametrize("squash", ["softmax", "sigmoid"])
+def test_kl_matches_torch_kl_div_and_scipy_on_fixed_logits(squash):
+    ref, gen = fixed_logits()
+    ours = {"softmax": metrics.kl_softmax, "sigmoid": metrics.kl_sigmoid}[squash](ref, gen)
+    assert ours.shape == (3,)
+    assert float(ours.mean()) == pytest.approx(torch_kl(ref, gen, squash), rel=1e-12, abs=1e-12)
+    assert float(ours.mean()) == pytest.approx(scipy_kl(ref, gen, squash), rel=1e-12, abs=1e-12)
+    assert float(metrics.kl_softmax(ref[0], gen[0]) if squash == "softmax" else
+                 metrics.kl_sigmoid(ref[0], gen[0])) == pytest.approx(float(ours[0]), rel=1e-15)   # one clip
+    paired = metrics.paired_kl(dict(enumerate(ref)), dict(enumerate(gen)))
+    assert paired[squash]["mean"] == pytest.approx(float(ours.mean()), rel=1e-15)
+    assert paired[squash]["definition"] == metrics.KL_DEFINITIONS[squash] and paired["n"] == 3
+
+
+def test_the_two_kls_are_the_definitions_they_name():
+    """softmax: a divergence (about 0 for equal logits, a shift of every logit changes nothing); sigmoid: each
+    class on its own, not renormalised (a shift changes it, and it differs from the renormalised sigmoid KL)."""
+    ref, gen = fixed_logits()
+    assert -527e-6 <= metrics.kl_softmax(ref[0], ref[0]) < 0   # only the 1e-6 inside the log: about -527 x 1e-6
+    assert metrics.kl_softmax(ref[0], gen[0] + 5.0) == pytest.approx(metrics.kl_softmax(ref[0], gen[0]), rel=1e-6)
+    assert metrics.kl_sigmoid(ref[0], gen[0] + 5.0) != pytest.approx(metrics.kl_sigmoid(ref[0], gen[0]), rel=1e-3)
+    sig = lambda x: 1 / (1 + np.exp(-x))   # noqa: E731
+    renormalised = metrics.kl_divergence(sig(ref[0]), sig(gen[0]))
+    assert abs(metrics.kl_sigmoid(ref[0], gen[0]) - renormalised) > 1.0
+    assert np.isfinite(metrics.kl_sigmoid(ref, gen)).all() and np.isfinite(metrics.kl_softmax(ref, gen)).all()
+
+
+def test_kl_pairs_files_by_their_key_never_by_list_order():
+    ref, gen = fixed_logits()
+    by_key = metrics.paired_kl({"a": ref[0], "b": ref[1], "c": ref[2]}, {"c": gen[2], "a": gen[0], "x": gen[1]})
+    assert by_key["n"] == 2 and by_key["unpaired"] == {"reference only": 1, "generated only": 1}
+    expected = (metrics.kl_softmax(ref[0], gen[0]) + metrics.kl_softmax(ref[2], gen[2])) / 2
+    assert by_key["softmax"]["mean"] == pytest.approx(float(expected), rel=1e-12)
+    with pytest.raises(ValueError, match="share no file keys"):
+        metrics.paired_kl({"a": ref[0]}, {"b": gen[0]})
+
+
+def test_a_manifests_kl_pairs_the_same_pair_and_seed(tmp_path):
+    """A finished pair that lacks one wav must not shift the others: files pair by '<pair>/seed<N>'."""
+    import json
+    rng = np.random.default_rng(3)
+    run = tmp_path / "run"
+    for pair, wavs in {"pair001_cat-to-dog": ["baseline_edited.wav", "manipulated.wav", "manipulated_seed43.wav"],
+                       "pair002_cow-to-owl": ["baseline_edited.wav", "baseline_edited_seed43.wav", "manipulated.wav",
+                                              "manipulated_seed43.wav"]}.items():
+        (run / pair).mkdir(parents=True)
+        (run / pair / "run.json").write_text(json.dumps({"status": "finished", "seeds": [42, 43], "wavs": wavs}))
+        for wav in wavs:
+            sf.write(run / pair / wav, 0.3 * rng.standard_normal(8000).astype(np.float32), 16000)
+    sets = metrics.manifest_sets(run)
+    assert sorted(sets["manipulated"]) == ["pair001_cat-to-dog/seed42", "pair001_cat-to-dog/seed43",
+                                           "pair002_cow-to-owl/seed42", "pair002_cow-to-owl/seed43"]
+    assert sorted(sets["baseline_edited"]) == ["pair001_cat-to-dog/seed42", "pair002_cow-to-owl/seed42",
+                                               "pair002_cow-to-owl/seed43"]
+    scorer = metrics.tiny_cnn14(seed=1)
+    result = metrics.manifest_panns(run, scorer)
+    kl = result["kl"]["KL(baseline_edited || manipulated)"]
+    assert kl["n"] == 3 and kl["unpaired"] == {"reference only": 0, "generated only": 1}
+    logits = {k: scorer(*sf.read(f))[1] for k, f in sets["manipulated"].items()}
+    ref = {k: scorer(*sf.read(f))[1] for k, f in sets["baseline_edited"].items()}
+    expected = np.mean([metrics.kl_softmax(ref[k], logits[k]) for k in ref])
+    assert kl["softmax"]["mean"] == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_fd_of_the_sets_is_scipys_on_the_clip_embeddings(tmp_path):
+    """FD through panns_figures against the textbook formula (scipy.linalg.sqrtm) on embeddings made by calling
+    the network directly; the definition travels with the figure."""
+    a, b = write_set(tmp_path / "a", "tone", n=4), write_set(tmp_path / "b", "noise", n=4)
+    scorer = metrics.tiny_cnn14(seed=2)
+    result = metrics.panns_figures({"a": metrics.keyed_files(a), "b": metrics.keyed_files(b)}, scorer)
+    emb = []
+    for folder in (a, b):
+        rows = []
+        for f in sorted(folder.iterdir()):
+            wave, rate = sf.read(f)
+            with torch.no_grad():
+                x = torch.as_tensor(scorer.prepare(wave, rate), dtype=torch.float32)[None]
+                rows.append(scorer.model(x)["embedding"][0].double().numpy())
+        emb.append(np.stack(rows))
+    oracle = scipy_frechet(emb[0].mean(0), np.cov(emb[0], rowvar=False), emb[1].mean(0), np.cov(emb[1], rowvar=False))
+    figure = result["fd"]["a vs b"]
+    assert figure["fd"] == pytest.approx(oracle, rel=1e-8, abs=1e-15) and figure["definition"] == metrics.FD_DEFINITION
+    assert result["variant"] == "16k" and result["model"].startswith("tiny random-weight CNN14 at 16k")
 
 
 def test_kl_divergence_matches_scipy_entropy():
@@ -164,20 +316,26 @@ def test_kl_divergence_matches_scipy_entropy():
     assert metrics.kl_divergence(p, p) == pytest.approx(0, abs=1e-12)
 
 
-def test_fd_and_kl_cli_on_folders(tmp_path):
+def test_fd_and_kl_cli_on_folders(tmp_path, capsys):
     tones, noise = write_set(tmp_path / "tones", "tone"), write_set(tmp_path / "noise", "noise")
     run = lambda *a: subprocess.run([sys.executable, str(ROOT / "evaluation.py"), *a, "--smoke"],   # noqa: E731
                                     cwd=ROOT, capture_output=True, text=True, timeout=300)
     fd = run("fd", str(tones), str(noise))
     assert fd.returncode == 0, fd.stderr
-    assert "FD with tiny random-weight CNN14" in fd.stdout and "(3 / 3 clips)" in fd.stdout
+    assert "FD with tiny random-weight CNN14 at 16k" in fd.stdout and "(3 / 3 clips)" in fd.stdout
+    assert metrics.FD_DEFINITION in fd.stdout
     kl = run("kl", str(tones), str(noise))   # clip0.wav .. clip2.wav in both: paired by name
-    assert kl.returncode == 0 and "over 3 paired clips" in kl.stdout
+    assert kl.returncode == 0 and kl.stdout.count("over 3 paired clips") == 2, kl.stdout
+    assert all(text in kl.stdout for text in metrics.KL_DEFINITIONS.values())
+    assert metrics.main(["fd", str(tones), str(noise), "--smoke", "--cnn14=32k"]) == 0
+    assert "FD with tiny random-weight CNN14 at 32k" in capsys.readouterr().out
+    assert metrics.main(["fd", str(tones), str(noise), "--smoke", "--cnn14=44k"]) == 2
+    assert "--cnn14=44k is not one of 16k, 32k" in capsys.readouterr().err
     other = tmp_path / "other"
     other.mkdir()
     (noise / "clip0.wav").rename(other / "x.wav")
     unpaired = run("kl", str(tones), str(other))
-    assert unpaired.returncode == 2 and "share no file names" in unpaired.stderr
+    assert unpaired.returncode == 2 and "share no file keys" in unpaired.stderr
 
 
 # -----------------------------------------------------------------------------
@@ -198,7 +356,7 @@ def test_a_wav_that_is_not_audio_stops_with_its_name_before_any_model(name, what
     tones, tones2 = write_set(tmp_path / "tones", "tone"), write_set(tmp_path / "tones2", "tone")
     make, says = BAD_FILES[name]
     for loader in ("tiny_vggish", "tiny_cnn14", "load_vggish", "load_cnn14"):   # checked before any model loads
-        monkeypatch.setattr(metrics, loader, lambda *a: pytest.fail("a model loaded before the files were checked"))
+        monkeypatch.setattr(metrics, loader, lambda *a, **k: pytest.fail("a model loaded before the files were checked"))
     with fifo(tones / name) if make is None else contextlib.nullcontext():
         if make is not None:
             make(tones / name)

@@ -2,13 +2,18 @@
 
 The front end is checked against an independent computation written here (librosa's mel filters and
 torch.stft with AudioLDM's published parameters); edit-friendly DDPM inversion must give z_0 back when it
-regenerates under the source conditioning; each row's noise must be its own seed's.
+regenerates under the source conditioning and guidance, and its x_t must be independent draws (a copy of the
+module that draws one noise for all levels must fail that check); DDIM inversion must converge where the
+noise predictor is exact; each row's noise must be its own seed's.
 """
 import math
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from test_main_wiring import mutant
 
 from model import aldm, edit
 
@@ -78,13 +83,13 @@ def test_filterbank_is_librosas():
 
 def test_log_mel_is_audioldms_front_end():
     wave = reference_waveform(tone(1.0), 16000)
-    ours = edit.log_mel(wave, 64, SR, frames=100)
+    ours = edit.audioldm_log_mel(wave, 64, SR, frames=100)
     ref = reference_log_mel(wave, 64, frames=100)
     assert ours.shape == (100, 64)
     np.testing.assert_allclose(ours, ref, atol=1e-5)
     assert ours.min() >= math.log(1e-5) - 1e-6   # the clamp
     # a different hop or window would not match
-    assert np.abs(edit.log_mel(wave[80:], 64, SR, frames=100) - ref).max() > 0.1
+    assert np.abs(edit.audioldm_log_mel(wave[80:], 64, SR, frames=100) - ref).max() > 0.1
 
 
 def test_waveform_normalised_as_audioldms_loader():
@@ -132,6 +137,96 @@ def test_ddpm_inversion_gives_z0_back_under_the_source(pipe, pipe64, strength):
     assert (edit.regenerate(pipe, inv32, c_src) - z0).abs().max() < 1e-4   # float32 rounding through the U-Net
     # a different target moves it: the edit comes from the conditioning alone
     assert (edit.regenerate(pipe, inv32, clap(2, 2)) - z0).abs().max() > 1e-2
+    # the source guidance is part of the inversion: c_src with another guidance is no longer the reconstruction
+    assert inv32.guidance == GUIDANCE
+    assert (edit.regenerate(pipe, inv32, c_src, guidance=12.0) - z0).abs().max() > 1e-2
+
+
+# -----------------------------------------------------------------------------
+# edit-friendly: the x_t of different levels are independent draws
+
+def implied_noise_problems(module, pipe, seconds=2.0):
+    """What edit-friendly DDPM inversion promises of its levels, as a list of problems ([] = it holds): the noise
+    each x_t implies, e_t = (x_t - sqrt(a_t) z_0) / sqrt(1 - a_t), has unit variance at every level and is
+    uncorrelated between levels (an exact reconstruction holds for any x_t, so it cannot tell)."""
+    z0, c_src = unit_latents(1, pipe, seconds), clap(1, 1)
+    inv = module.invert(pipe, z0, c_src, 1.0, STEPS, 1.0, 42)   # the levels do not depend on the guidance
+    acp = pipe.scheduler.alphas_cumprod.double()
+    noises = torch.stack([((x.double() - acp[t].sqrt() * z0.double()) / (1 - acp[t]).sqrt()).flatten()
+                          for t, x in zip(inv.timesteps, inv.levels)])
+    n = noises.shape[1]
+    problems = []
+    variances = noises.var(dim=1)
+    if ((variances - 1).abs() > 6 * math.sqrt(2 / n)).any():   # 6 standard errors of a variance estimate
+        problems.append(f"implied noise variances {variances.numpy().round(3)} are not 1")
+    corr = torch.corrcoef(noises)
+    off = (corr - torch.eye(len(corr))).abs().max()
+    if off > 6 / math.sqrt(n):   # 6 standard errors of a correlation of independent draws
+        problems.append(f"implied noises of different levels correlate up to {float(off):.3f} ({n} elements)")
+    return problems
+
+
+def test_ddpm_inversion_draws_each_level_independently(pipe):
+    assert implied_noise_problems(edit, pipe) == []
+    broken = mutant(("draws = [randn() for _ in timesteps]", "draws = [randn()] * len(timesteps)"), "model/edit.py")
+    try:   # one draw for every level: still an exact reconstruction, no longer edit-friendly
+        assert any("correlate" in p for p in implied_noise_problems(broken, pipe))
+        z0, c_src = unit_latents(1, pipe), clap(1, 1)
+        inv = broken.invert(pipe, z0, c_src, 1.0, STEPS, 1.0, 42)
+        assert (broken.regenerate(pipe, inv, c_src) - z0).abs().max() < 1e-4
+    finally:
+        sys.modules.pop("edit_mutant", None)
+
+
+# -----------------------------------------------------------------------------
+# DDIM inversion where it must converge: the exact noise predictor of Gaussian data
+
+class GaussianDataNoise(torch.nn.Module):
+    """The exact noise prediction E[e | x_t] for data z_0 ~ N(mu, s^2 I): sqrt(1 - a) (x - sqrt(a) mu) /
+    (a s^2 + 1 - a). Its probability-flow ODE is smooth, so DDIM inversion then DDIM regeneration must come back
+    to z_0, with an error of first order in the step size. Called as AudioLDM's U-Net is (it ignores the CLAP)."""
+
+    def __init__(self, alphas_cumprod, mu=0.3, s=0.5):
+        super().__init__()
+        self.acp, self.mu, self.s = alphas_cumprod.double(), mu, s
+        self.anchor = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64), requires_grad=False)
+
+    def forward(self, x, t, encoder_hidden_states=None, class_labels=None):
+        a = float(self.acp[int(t)])
+        return SimpleNamespace(sample=math.sqrt(1 - a) * (x - math.sqrt(a) * self.mu) / (a * self.s ** 2 + 1 - a))
+
+    @property
+    def device(self):
+        return self.anchor.device
+
+    @property
+    def dtype(self):
+        return self.anchor.dtype
+
+
+class LevelOnlyNoise(GaussianDataNoise):
+    """A noise prediction that depends on the level alone, not on x_t: a DDIM step is then an affine map of x_t
+    that the inverse step undoes exactly, provided the inversion climbs exactly the levels regeneration walks down."""
+
+    def forward(self, x, t, encoder_hidden_states=None, class_labels=None):
+        return SimpleNamespace(sample=torch.full_like(x, 0.2) + int(t) / 1000.0)
+
+
+def test_ddim_inversion_converges_where_the_noise_predictor_is_exact():
+    gaussian = aldm.tiny_audioldm(seed=0).to(dtype=torch.float64)
+    z0 = 0.3 + 0.5 * unit_latents(1, gaussian, seed=3).double()   # a draw of the data the predictor is exact for
+    acp = gaussian.scheduler.alphas_cumprod
+    c_src = clap(1, 1)
+
+    def error(steps, predictor=GaussianDataNoise):
+        gaussian.unet = predictor(acp)
+        inv = edit.invert(gaussian, z0, c_src, 0.5, steps, 1.0, 42, "ddim-inversion")
+        return float((edit.regenerate(gaussian, inv, c_src) - z0).norm() / z0.norm())
+
+    assert error(10, LevelOnlyNoise) < 1e-12   # exact (float64), whatever the step count
+    e50, e100, e200 = error(50), error(100), error(200)
+    assert e200 < 0.015                        # the bound (measured 0.0097)
+    assert 1.7 < e50 / e100 < 2.4 and 1.7 < e100 / e200 < 2.4   # first order: half the step, half the error
 
 
 def test_each_row_has_its_own_seeds_noise(pipe):
@@ -187,6 +282,10 @@ def test_unknown_method_is_refused(pipe):
 def test_edit_audio_end_to_end(pipe):
     w = tone(0.5)
     out = edit.edit_audio(pipe, np.stack([w, w]), clap(2, 1), [clap(2, 2), clap(2, 3)], 0.5, 0.5, STEPS,
-                          GUIDANCE, [42, 43])
-    assert out.shape == (2, 2, 8000) and np.isfinite(out).all()
-    assert np.abs(out[0] - out[1]).max() > 1e-4   # two targets, two audios
+                          3.0, 12.0, [42, 43])
+    assert out.shape == (3, 2, 8000) and np.isfinite(out).all()
+    assert np.abs(out[1] - out[2]).max() > 1e-4   # two targets, two audios
+    # row 0 is the reconstruction: A_0 through the VAE and vocoder alone (DDPM inversion gives z_0 back)
+    z0 = edit.encode_audio(pipe, np.stack([w, w]), 0.5)
+    np.testing.assert_allclose(out[0], edit.latents_to_audio(pipe, z0, 0.5), atol=1e-4)
+    assert np.abs(out[0] - out[1]).max() > 1e-4

@@ -277,5 +277,5 @@ def test_help_shows_each_constant_with_its_comment_and_valid_range(capsys):
     out = out[out.index("Settings (defaults"):]   # below the modes' examples, which use constants too
     comments = settings.constant_comments(main)
     for name, rule in settings.RULES.items():
-        block = out[out.index(f"--{name}="):]
-        assert comments[name] in block.split("\n--")[0] and "valid: " + rule.valid in block.split("\n  --")[0], name
+        block = out[out.index(f"\n  --{name}=") + 1:].split("\n  --")[0]   # its line and the one under it
+        assert comments[name] in block and "valid: " + rule.valid in block, name
