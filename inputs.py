@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audio_io import read_audio_input
-from errors import UserError
-from settings import check_settings, cut, name_key, text_prompt_problems
+from errors import MISSING, UserError, path_problem, shown
+from settings import check_settings, control_problem, cut, name_key, text_prompt_problems
 
 NAME_LIMIT = 40                      # characters of an object name (names become file names)
 
@@ -34,14 +34,21 @@ class ObjectPrompt:
 
 
 def resolve_image(name, image_dir):
-    """A path for an image given as a bare file name in IMAGE_DIR or as a path; UserError if missing."""
-    path = Path(name)
-    if not path.is_file() and not path.is_absolute():
-        path = Path(image_dir) / name
-    if not path.is_file():
-        raise UserError(f"image not found: {name} (looked at {Path(name).resolve()} and {path.resolve()}). "
-                        f"Set --ORIGINAL/--EDITED to an image file, or put it in {image_dir}/")
-    return path
+    """A path for an image given as a bare file name in IMAGE_DIR or as a path; UserError when neither is a regular
+    file, saying what each path looked at is (missing, a folder, a FIFO, a symbolic-link loop ...)."""
+    looked = list(dict.fromkeys([Path(name)] + ([] if Path(name).is_absolute() else [Path(image_dir) / name])))
+    problems = [path_problem(p) for p in looked]
+    for path, problem in zip(looked, problems):
+        if problem is None:
+            return path
+    paths = [shown(os.path.abspath(p)) for p in looked]
+    if set(problems) == {MISSING}:
+        said = f"image not found: {shown(name)} (looked at {' and '.join(paths)})"
+    elif len(looked) == 1:
+        said = f"image {paths[0]} {problems[0]}"
+    else:
+        said = f"image {shown(name)}: " + "; ".join(f"{p} {problem}" for p, problem in zip(paths, problems))
+    raise UserError(f"{said}. Set --ORIGINAL/--EDITED to an image file, or put it in {shown(image_dir)}/")
 
 
 def parse_prompts(prompts, text_prompt=None):
@@ -65,6 +72,8 @@ def parse_prompt(name, p, text_prompt=None):
     text_prompt: TEXT_PROMPT, the CLIP wording of a name-only object (None: mask.name_prompt's own)."""
     if not isinstance(name, str) or not name.strip():
         raise UserError(f"SAM2_PROMPTS: an object needs a name, got {name!r}")
+    if problem := control_problem("SAM2_PROMPTS name", name):
+        raise UserError(problem)
     if len(name) > NAME_LIMIT:
         raise UserError(f"SAM2_PROMPTS name {name[:30]!r}... is {len(name)} characters long: names become file "
                         f"names and sound-source names, at most {NAME_LIMIT}")
@@ -85,6 +94,8 @@ def parse_prompt(name, p, text_prompt=None):
         text = p.get("text", name_prompt(name) if text_prompt is None else name_prompt(name, text_prompt))
         if not isinstance(text, str) or not text.strip():
             raise UserError(f"SAM2_PROMPTS[{name!r}]['text'] must be a non-empty string, got {p.get('text')!r}")
+        if problem := control_problem(f"SAM2_PROMPTS[{name!r}]['text']", text):
+            raise UserError(problem)
         if not isinstance(p.get("union", False), bool):
             raise UserError(f"SAM2_PROMPTS[{name!r}]['union'] must be true or false, got {p['union']!r}")
         return ObjectPrompt(name, text=text, union=p.get("union", False))

@@ -11,6 +11,8 @@ is written complete or not at all (util.new_file), so a full disk never leaves h
 A server that runs pairs in worker threads (the browser bench) shares one device through a DeviceQueue (one run
 at a time, first come first served, a waiting run withdrawn by its cancel before it starts) and ends its open
 runs on Ctrl-C, SIGTERM or SIGHUP with interrupt_open_runs, so their run.json says 'interrupted' as the CLI's does.
+A run folder that a manifest run or a resume works in is held by one process (RunLock); a resume moves what
+it redoes into earlier_attempts/, never out of the run folder (keep_aside).
 """
 import contextlib
 import csv
@@ -26,7 +28,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
-from errors import RunCancelled, UserError
+from errors import RunCancelled, UserError, shown
 from settings import RUN_NAME_LIMIT, audio_steps, eval_seeds
 
 # warnings about the libraries' own internals (AST's 128 kaldi bands leave an empty one, by design): they say
@@ -331,11 +333,163 @@ def read_run_json(folder):
 
 def keep_aside(run_dir, path):
     """Move an earlier attempt's file or folder to earlier_attempts/<stem>_tryN<suffix>: never overwritten."""
-    earlier = run_dir / "earlier_attempts"
+    earlier = earlier_attempts(run_dir)
     earlier.mkdir(exist_ok=True)
     stem, suffix = (path.name, "") if path.is_dir() else (path.stem, path.suffix)
     n = 1 + sum(1 for p in earlier.iterdir() if p.name.startswith(f"{stem}_try"))
+    while os.path.lexists(earlier / f"{stem}_try{n}{suffix}"):   # a gap (an attempt deleted by hand) is not reused
+        n += 1
     os.replace(path, earlier / f"{stem}_try{n}{suffix}")
+
+
+def earlier_attempts(run_dir):
+    """run_dir/earlier_attempts, where a resume moves what it redoes; a symbolic link there is resolved, and one
+    that leads out of the run folder (or a file in its place) is refused: an attempt never leaves its run."""
+    earlier = Path(run_dir) / "earlier_attempts"
+    if not os.path.lexists(earlier) or (earlier.is_dir() and not earlier.is_symlink()):
+        return earlier
+    if not earlier.is_symlink():
+        raise UserError(f"{shown(earlier)} is a file, not a folder: a resume moves earlier attempts into that "
+                        "folder. Rename the file, then resume again")
+    target = os.path.realpath(earlier)
+    inside = Path(os.path.realpath(run_dir)) in Path(target).parents and os.path.isdir(target)
+    if not inside:
+        raise UserError(f"{shown(earlier)} is a symbolic link to {shown(os.readlink(earlier))}, "
+                        + ("outside the run folder" if Path(os.path.realpath(run_dir)) not in Path(target).parents
+                           else "which is not a folder")
+                        + ": a resume moves earlier attempts there, and an attempt never leaves its run folder. "
+                        f"Replace the link with a folder (rm {shown(earlier)}), then resume again")
+    return Path(target)
+
+
+# -----------------------------------------------------------------------------
+# a run folder held by one process: --resume and a manifest run lock it
+
+LOCK_NAME = ".run.lock"   # hidden: not one of the run's outputs
+
+
+class RunLock:
+    """The run folder is this process's until release(): a second --resume (or a resume of a manifest run still
+    going) is refused, naming the holder. An flock on run_dir/.run.lock, which the kernel releases when the
+    holder ends however it ends (SIGKILL, a crash, a lost node), so a lock left by a dead process never blocks;
+    the file's content (pid, host, start, command) only names the holder. Several processes of one accelerate
+    launch: the main process holds it for all of them.
+    On a file system without locks (flock fails) it falls back to the content: a holder still alive on this
+    host refuses, any other is taken over, with a warning that the lock is only that good."""
+
+    def __init__(self, run_dir, what, processes=1):
+        self.run_dir, self.path, self.fd = Path(run_dir), Path(run_dir) / LOCK_NAME, None
+        self.holder = {"pid": os.getpid(), "host": platform.node(), "what": what, "processes": processes,
+                       "started": datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
+        self.notes = []
+
+    def acquire(self):
+        for _ in range(100):   # another process may unlink the file between our open and our lock: open again
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                import fcntl
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(fd)
+                os.close(fd)
+                raise UserError(held_message(self.run_dir, holder)) from None
+            except (ImportError, OSError) as err:   # no flock here (ENOLCK, EOPNOTSUPP; not a POSIX system)
+                return self._acquire_without_flock(fd, err)
+            if _same_file(self.path, fd):
+                break
+            os.close(fd)
+        previous = _lock_holder(fd)
+        if previous:   # the kernel freed the lock, so its holder has ended (SIGKILL leaves the file behind)
+            self.notes.append(f"a lock left in {self.run_dir} by {holder_words(previous)}, which has ended, was "
+                              "taken over")
+        self.fd = fd
+        self._write()
+        return self
+
+    def _acquire_without_flock(self, fd, err):
+        previous = _lock_holder(fd)
+        if previous and alive(previous) and previous.get("pid") != os.getpid():
+            os.close(fd)
+            raise UserError(held_message(self.run_dir, previous))
+        self.notes.append(f"the file system of {self.run_dir} has no file locks ({err}): the folder is marked as "
+                          "held, but two resumes started in the same second, or on two hosts, are not kept apart")
+        self.fd = fd
+        self._write()
+        return self
+
+    def _write(self):
+        data = json.dumps(self.holder).encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def release(self):
+        """Remove the lock file while still holding it (a waiting process then opens a fresh file), then unlock."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            if _same_file(self.path, self.fd):
+                self.path.unlink()
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _same_file(path, fd):
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        return False
+
+
+def _lock_holder(fd):
+    """The holder a lock file names ({} when empty or unreadable)."""
+    try:
+        data = json.loads(os.pread(fd, 65536, 0) or b"{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def read_lock(run_dir):
+    """The holder named in run_dir's lock file ({} when there is none): who holds it, or held it last."""
+    try:
+        data = json.loads((Path(run_dir) / LOCK_NAME).read_text() or "{}")
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def alive(holder):
+    """Whether the holder's process still runs (on another host: assumed so, it cannot be asked from here)."""
+    if holder.get("host") != platform.node():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, TypeError, ValueError, OverflowError):
+        return True
+    return True
+
+
+def holder_words(holder):
+    pid, host = holder.get("pid", "?"), holder.get("host", "?")
+    launch = f", the main one of {holder['processes']} processes" if holder.get("processes", 1) > 1 else ""
+    return f"process {pid} on host {shown(host)} ({holder.get('what', 'a run')}{launch}, since " \
+           f"{holder.get('started', '?')}: {shown(holder.get('command', '?'))})"
+
+
+def held_message(run_dir, holder):
+    pid = holder.get("pid", "?")
+    return (f"{shown(run_dir)} is in use by {holder_words(holder)}. Two processes on one run folder would move each "
+            f"other's pairs aside and overwrite each other's tables: wait until it ends (ps -p {pid} on "
+            f"{shown(holder.get('host', '?'))}) or stop it (kill {pid}), then resume. A lock whose process has "
+            "ended does not block")
 
 
 def run_record(cfg, models, mode, images=None, prompts=None, notes=()):

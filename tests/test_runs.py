@@ -369,3 +369,89 @@ def test_a_closed_run_record_is_final(tmp_path):
     record.update(step="audio")
     record.close("finished")
     assert (tmp_path / "run" / "run.json").read_text() == final and json.loads(final)["status"] == "interrupted"
+
+
+# -----------------------------------------------------------------------------
+# a run folder held by one process (--resume, a manifest run)
+
+HOLDER = ("import sys, time; sys.path.insert(0, sys.argv[1]); import runs; "
+          "runs.RunLock(sys.argv[2], 'a resume').acquire(); print('held', flush=True); time.sleep(600)")
+
+
+def test_a_held_run_folder_is_refused_naming_its_holder_and_freed_when_the_holder_dies(tmp_path):
+    import platform
+    import subprocess
+    import sys
+    import errors
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ROOT), str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(errors.UserError) as refused:
+            runs.RunLock(tmp_path, "a resume").acquire()
+        said = str(refused.value)
+        assert f"is in use by process {holder.pid} on host {platform.node()} (a resume" in said
+        assert f"kill {holder.pid}" in said and "\n" not in said
+        assert runs.read_lock(tmp_path)["pid"] == holder.pid   # the refusal changed nothing
+    finally:
+        holder.kill()   # SIGKILL: nothing can clean up; the kernel frees the lock, the file stays
+        holder.wait()
+    assert (tmp_path / runs.LOCK_NAME).exists()
+    with runs.RunLock(tmp_path, "a resume") as lock:
+        assert runs.read_lock(tmp_path)["pid"] == os.getpid()
+        assert any(f"process {holder.pid}" in n and "which has ended, was taken over" in n for n in lock.notes)
+    assert not (tmp_path / runs.LOCK_NAME).exists()   # released: nothing left in the run folder
+    with runs.RunLock(tmp_path, "a resume") as lock:
+        assert lock.notes == []
+
+
+def test_without_file_locks_a_live_holder_still_refuses(tmp_path, monkeypatch):
+    import fcntl
+    import platform
+    import subprocess
+    import errors
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    sleeper = subprocess.Popen(["sleep", "600"])
+    holder = {"pid": sleeper.pid, "host": platform.node(), "what": "a resume", "started": "now", "command": "x"}
+    (tmp_path / runs.LOCK_NAME).write_text(json.dumps(holder))
+    try:
+        with pytest.raises(errors.UserError, match=f"in use by process {sleeper.pid}"):
+            runs.RunLock(tmp_path, "a resume").acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with runs.RunLock(tmp_path, "a resume") as lock:   # its holder has ended: taken, with what it is worth
+        assert any("has no file locks" in n for n in lock.notes)
+        assert runs.read_lock(tmp_path)["pid"] == os.getpid()
+
+
+def test_earlier_attempts_never_leave_the_run_folder_and_are_never_overwritten(tmp_path):
+    import errors
+    run_dir, outside = tmp_path / "run", tmp_path / "elsewhere"
+    run_dir.mkdir(), outside.mkdir()
+    (run_dir / "pairs.csv").write_text("new")
+    (run_dir / "earlier_attempts").symlink_to(outside)
+    with pytest.raises(errors.UserError, match="earlier_attempts is a symbolic link to .*elsewhere, outside the run"):
+        runs.keep_aside(run_dir, run_dir / "pairs.csv")
+    assert list(outside.iterdir()) == [] and (run_dir / "pairs.csv").read_text() == "new"
+    (run_dir / "earlier_attempts").unlink()
+    (run_dir / "earlier_attempts").symlink_to(run_dir / "earlier_attempts")   # a loop
+    with pytest.raises(errors.UserError, match="symbolic link"):
+        runs.keep_aside(run_dir, run_dir / "pairs.csv")
+    (run_dir / "earlier_attempts").unlink()
+    (run_dir / "earlier_attempts").write_text("a file")
+    with pytest.raises(errors.UserError, match="is a file, not a folder"):
+        runs.keep_aside(run_dir, run_dir / "pairs.csv")
+    (run_dir / "earlier_attempts").unlink()
+    (run_dir / "kept").mkdir()
+    (run_dir / "earlier_attempts").symlink_to("kept")   # inside the run folder: followed
+    for n in (1, 3):   # try2 was deleted by hand: the next attempt must not land on try3
+        (run_dir / "kept" / f"pairs_try{n}.csv").write_text(f"try{n}")
+    runs.keep_aside(run_dir, run_dir / "pairs.csv")
+    assert sorted(p.name for p in (run_dir / "kept").iterdir()) == ["pairs_try1.csv", "pairs_try3.csv",
+                                                                    "pairs_try4.csv"]
+    assert (run_dir / "kept" / "pairs_try3.csv").read_text() == "try3"
+    assert (run_dir / "kept" / "pairs_try4.csv").read_text() == "new"
