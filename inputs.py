@@ -215,7 +215,20 @@ def prepare_inputs(cfg):
     check_audio_class_names(cfg, source_names(cfg, prompts))   # unknown AudioSet names too
     if cfg["AUDIO_INPUT"]:
         notes += read_audio_input(cfg["AUDIO_INPUT"], cfg["DURATION"])[1]   # a bad recording fails now, too
+    if cfg["CIAP_CHECKPOINT"]:
+        check_ciap_checkpoint(cfg["CIAP_CHECKPOINT"], cfg["SMOKE"])
     return images, prompts, notes
+
+
+def check_ciap_checkpoint(path, smoke):
+    """The CIAP back end's checkpoint, before any model loads: there, a CIAP file, a CLIP head mapping into CLAP's
+    space (not ResNet18, not a scratch target), trained on the CLIP and CLAP this run uses. UserError otherwise."""
+    from model import ciap
+    from model.checkpoints import CheckpointError
+    try:
+        ciap.check_ciap_file(path, "clip-head", *ciap.run_model_names(smoke))
+    except CheckpointError as err:
+        raise UserError(f"CIAP_CHECKPOINT: {err}") from err
 
 
 def same_file(a, b):
