@@ -7,6 +7,7 @@ truncated files, EXIF rotation), checks each point against the image and against
 sees, the names against each other and against AudioSet's class names, and the recording of step 8
 (audio_io.read_audio_input). `notes` are warnings for the console and run.json.
 """
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -222,7 +223,18 @@ def prepare_inputs(cfg):
 
 def check_ciap_checkpoint(path, smoke):
     """The CIAP back end's checkpoint, before any model loads: there, a CIAP file, a CLIP head mapping into CLAP's
-    space (not ResNet18, not a scratch target), trained on the CLIP and CLAP this run uses. UserError otherwise."""
+    space (not ResNet18, not a scratch target), trained on the CLIP and CLAP this run uses. UserError otherwise.
+    A file checked once is not read again while it stays the same (a manifest checks it for every row)."""
+    try:
+        stat = os.stat(path)
+        stamp = (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        stamp = None   # missing: read_ciap says so
+    _check_ciap_file(str(path), stamp, bool(smoke))
+
+
+@functools.lru_cache(maxsize=8)
+def _check_ciap_file(path, stamp, smoke):
     from model import ciap
     from model.checkpoints import CheckpointError
     try:
