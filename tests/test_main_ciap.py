@@ -231,6 +231,21 @@ def test_a_sweep_and_a_manifest_run_on_the_ciap_back_end(checkpoints, plan_embed
         assert [row["status"] for row in csv.DictReader(f)] == ["finished"]
 
 
+def test_the_browser_bench_runs_on_the_ciap_back_end(checkpoints, tmp_path):
+    """app.py's engine started with --CIAP_CHECKPOINT (no browser: test_app.py drives the page): its run and its
+    reproduce command keep the back end."""
+    import app
+    path = checkpoints["clip-head"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        bench = app.Bench([*FAST, f"--CIAP_CHECKPOINT={path}", f"--OUTPUT_DIR={tmp_path}"])
+    argv, command = app.reproduce_command(bench.cfg, {})
+    assert f"--CIAP_CHECKPOINT={path}" in argv
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_dir, _ = bench.run(bench.config(argv), command)
+    record = json.loads((Path(run_dir) / "run.json").read_text())
+    assert record["status"] == "finished" and record["back_end"] == "ciap" and record["command"] == command
+
+
 # -----------------------------------------------------------------------------
 # refusals, before any model loads
 
