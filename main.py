@@ -33,7 +33,7 @@ OUTPUT_DIR = "outputs"               # each run gets its own sub-folder here
 RUN_NAME = ""                        # suffix of the run folder; '' = '<removed>-to-<added>'
 CONFIG_PATH = "ssv2a.json"           # SSV2A configuration (the release's ssv2a.json)
 CHECKPOINT_PATH = "checkpoints/ssv2a.pth"  # SSV2A weights (python -m model.checkpoints ssv2a says where)
-CIAP_CHECKPOINT = ""                 # '' = SSV2A's remixer (the plan's); a train_ciap.py ciap.safetensors (clip-head) = CIAP
+CIAP_CHECKPOINT = ""                 # '' = SSV2A's remixer (the plan's); a train_ciap.py ciap.safetensors = CIAP
 # The objects: first entry = object to REMOVE (in I_0), second = object to ADD (in I_1). Either SAM2 points
 # ({"x": [...], "y": [...], "labels": [...]}: pixels, labels 1 = on the object, 0 = not on it; find them with
 # verify_masks.py) or {} to find the object by its name (SAM2 proposals ranked by CLIP; {"text": "..."} words
@@ -275,8 +275,8 @@ def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None, 
         slots_manip = slots_base[1:2].repeat(len(emb_finals), 1, 1)
         slots_manip[:, 0] = emb_finals.to(slots_manip)   # plan step 8.2: our embedding is the global context
         slots = torch.cat([slots_base, slots_manip])
-        print(f"  slots {tuple(slots.shape)}: rows = baseline_original, baseline_edited, {len(emb_finals)} manipulated; "
-              f"object slots filled per image: {[min(len(d), slots.shape[1] - 1) for d in detections]} of "
+        print(f"  slots {tuple(slots.shape)}: rows = baseline_original, baseline_edited, {len(emb_finals)} "
+              f"manipulated; object slots filled per image: {[min(len(d), slots.shape[1] - 1) for d in detections]} of "
               f"{slots.shape[1] - 1}" + ("; slot 0 pinned" if cfg["PIN_GLOBAL"] else ""))
 
         def draw(rows, row_seeds):

@@ -29,7 +29,8 @@ SMOKE_SETTINGS = dict(CYCLE_ITS=2, CYCLE_SAMPLES=4, VAR_SAMPLES=4, DURATION=2.0,
 SWEEPABLE = ["SVD_K", "SVD_ALPHA", "SVD_BETA", "MIX_ALPHA", "MIX_BETA", "MIX_GAMMA", "MIX_DIRECT", "MASK_THRESHOLD",
              "PIN_GLOBAL", "SAMPLER", "EDIT_STRENGTH"]
 AUDIO_KEYS = ("PIN_GLOBAL", "SAMPLER")   # settings that act on every audio row, baselines included
-PATH_KEYS = ("IMAGE_DIR", "ORIGINAL", "EDITED", "OUTPUT_DIR", "CONFIG_PATH", "CHECKPOINT_PATH", "CIAP_CHECKPOINT")   # ~ expanded
+PATH_KEYS = ("IMAGE_DIR", "ORIGINAL", "EDITED", "OUTPUT_DIR", "CONFIG_PATH", "CHECKPOINT_PATH",
+             "CIAP_CHECKPOINT")   # ~ expanded
 RUN_NAME_LIMIT = 80                  # characters of RUN_NAME (it becomes a folder name)
 SETTING_TYPES = (int, float, str, bool, list, dict)
 

@@ -277,6 +277,8 @@ def refusal(args, tmp_path, monkeypatch, capsys, module=main):
 
 def refusal_cases(checkpoints, tmp_path):
     smoke = checkpoints["clip-head"]
+    real = with_metadata(smoke, tmp_path / "real.safetensors", image_model=ciap.REAL_CLIP_NAME,
+                         audio_model="laion-clap 630k-audioset-best.pt")
     return {
         "a ResNet18 checkpoint": (["--smoke", f"--CIAP_CHECKPOINT={checkpoints['resnet18']}"],
                                   "is a ResNet18 CIAP checkpoint"),
@@ -289,7 +291,7 @@ def refusal_cases(checkpoints, tmp_path):
         "a smoke checkpoint with the real models": ([f"--CIAP_CHECKPOINT={smoke}"],
                                                     "was trained on the features of CLIP 'tiny random CLIP"),
         "a real-model checkpoint with the smoke models": (
-            ["--smoke", f"--CIAP_CHECKPOINT={with_metadata(smoke, tmp_path / 'real.safetensors', image_model=ciap.REAL_CLIP_NAME, audio_model='laion-clap 630k-audioset-best.pt')}"],
+            ["--smoke", f"--CIAP_CHECKPOINT={real}"],
             "but 'tiny random CLIP (seed 0)' is used here"),
     }
 
@@ -370,10 +372,12 @@ def test_the_unbroken_step7_passes_the_same_check(step7_inputs, expected):
 # the checks before any model loads, mis-wired
 REFUSAL_MUTANTS = {
     "the checkpoint checked without the run's model names": (
-        ('ciap.check_ciap_file(path, "clip-head", *ciap.run_model_names(smoke))', 'ciap.check_ciap_file(path, "clip-head")'),
+        ('ciap.check_ciap_file(path, "clip-head", *ciap.run_model_names(smoke))',
+         'ciap.check_ciap_file(path, "clip-head")'),
         "inputs.py", "a smoke checkpoint with the real models"),
     "the checkpoint not checked at all": (
-        ('    if cfg["CIAP_CHECKPOINT"]:\n        check_ciap_checkpoint(', '    if False:\n        check_ciap_checkpoint('),
+        ('    if cfg["CIAP_CHECKPOINT"]:\n        check_ciap_checkpoint(',
+         '    if False:\n        check_ciap_checkpoint('),
         "inputs.py", "a ResNet18 checkpoint"),
     "the scratch target let through": (('if encoder == "clip-head" and meta["target"] != "clap":',
                                         'if encoder == "clip-head" and meta["target"] == "nothing":'),
