@@ -456,7 +456,7 @@ def main_pipeline(cfg, models, run_dir, images, prompts, record, progress=None):
                      run_dir / "embeddings.pt")
         record.update(detections=detection_record(detections), audio_seconds=cfg["DURATION"], sample_rate=sr,
                       seeds=seeds, wavs=wavs, e_final_reach=reach, timings_s=timer.seconds)
-        print(f"\n  E_final's reach (remix CLAP cosine distance, mean over seeds): to baseline_edited "
+        print(f"\n  E_final's reach (CLAP-space conditioning, cosine distance, mean over seeds): to baseline_edited "
               f"{reach['mean_to_baseline_edited']:.4f}, to baseline_original {reach['mean_to_baseline_original']:.4f}")
 
         step("evaluation")
