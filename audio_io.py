@@ -4,9 +4,10 @@
     wave, warnings = read_audio_input("rec.wav", duration=10.0)   # A_0 for step 8, checked; UserError if unusable
 """
 import math
+import os
 from pathlib import Path
 
-from errors import UserError
+from errors import MISSING, UserError, path_problem, shown
 
 # the three audio rows of every seed, in this order everywhere (step 7's rows, the wav names, results.json)
 AUDIO_NAMES = ("baseline_original", "baseline_edited", "manipulated")
@@ -40,11 +41,13 @@ def read_audio_input(path, duration, sample_rate=16000):
     as they are; any rate is resampled (scipy's polyphase filter, resample above)."""
     import numpy as np
     import soundfile as sf
-    what = f"AUDIO_INPUT {path}"
+    what = f"AUDIO_INPUT {shown(path)}"
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{what}: no such file (looked at {p.resolve()}). Give a wav, flac or ogg recording, or "
-                        "--AUDIO_INPUT='' to switch the edit off")
+    problem = path_problem(p)   # a folder, a FIFO or /dev/zero is said as what it is, and never opened
+    if problem:
+        said = f": no such file (looked at {shown(os.path.abspath(p))})" if problem == MISSING else f" {problem}"
+        raise UserError(f"{what}{said}. Give a wav, flac or ogg recording, or --AUDIO_INPUT='' to switch the edit "
+                        "off")
     try:
         info = sf.info(str(p))
     except Exception as err:   # libsndfile says 'Format not recognised', 'unknown format', ... in its own words

@@ -37,9 +37,7 @@ def main(argv, plan):
         return 2
     except KeyboardInterrupt as err:
         why = f" by {str(err).split()[0]}" if isinstance(err, Stopped) else ""
-        print(f"\nInterrupted{why}. " + (f"What the run made so far stays in {cfg['_RUN_DIR']}; run.json says "
-                                         "'interrupted'." if cfg.get("_RUN_DIR") else "No run folder was made yet."),
-              file=sys.stderr)
+        print(f"\nInterrupted{why}. {last_words(cfg)}", file=sys.stderr)
         return 128 + err.signum if isinstance(err, Stopped) else 130
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
@@ -57,6 +55,20 @@ def main(argv, plan):
             print(f"\nError: {err}", file=sys.stderr)
             return 2
         raise
+
+
+def last_words(cfg):
+    """What an interrupted command leaves, from the run folder the run named in cfg (runs.run_edit_pair, or
+    manifest.run_manifest_job, which also says whether the folder is resumable and still as it was)."""
+    run_dir = cfg.get("_RUN_DIR")
+    if not run_dir:
+        return "No run folder was made yet."
+    if cfg.get("_RUN_UNCHANGED"):
+        return (f"The resume stopped before it changed anything: {run_dir} is as it was. Resume it again with "
+                f"python main.py --resume {run_dir}")
+    return (f"What the run made so far stays in {run_dir}; run.json says 'interrupted'."
+            + (f" Finished pairs are kept: python main.py --resume {run_dir} runs the rest." if cfg.get("_RESUMABLE")
+               else ""))
 
 
 def run(plan, cfg, mode, manifest):

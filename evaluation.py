@@ -231,6 +231,19 @@ def format_preservation(result, names=None, title="Preservation of A_0"):
     return "\n".join(lines)
 
 
+EDIT_PRESERVATION_TITLES = {
+    "reconstructed": "Preservation of the reconstruction (A_0 regenerated under c_src: the edit alone)",
+    "audio_input": "Preservation of A_0 as recorded (also the VAE, vocoder and inversion round trip)"}
+
+
+def format_edit_preservation(result):
+    """Step 8's two preservation tables from edit_results.json's dict: against the reconstruction (what the edits
+    are judged against) first, against A_0 as recorded second (main.py prints them; the bench shows them)."""
+    return "\n".join(format_preservation(kept, title=EDIT_PRESERVATION_TITLES[base]) for base, kept in
+                     ((result["judged_against"], result["preservation"]),
+                      (result["raw"]["judged_against"], result["raw"]["preservation"])))
+
+
 # -----------------------------------------------------------------------------
 # one run
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audio_io import read_audio_input
-from errors import UserError
-from settings import check_settings, cut, name_key, text_prompt_problems
+from errors import MISSING, UserError, path_problem, shown
+from settings import check_settings, control_problem, cut, name_key, text_prompt_problems
 
 NAME_LIMIT = 40                      # characters of an object name (names become file names)
 
@@ -35,14 +35,21 @@ class ObjectPrompt:
 
 
 def resolve_image(name, image_dir):
-    """A path for an image given as a bare file name in IMAGE_DIR or as a path; UserError if missing."""
-    path = Path(name)
-    if not path.is_file() and not path.is_absolute():
-        path = Path(image_dir) / name
-    if not path.is_file():
-        raise UserError(f"image not found: {name} (looked at {Path(name).resolve()} and {path.resolve()}). "
-                        f"Set --ORIGINAL/--EDITED to an image file, or put it in {image_dir}/")
-    return path
+    """A path for an image given as a bare file name in IMAGE_DIR or as a path; UserError when neither is a regular
+    file, saying what each path looked at is (missing, a folder, a FIFO, a symbolic-link loop ...)."""
+    looked = list(dict.fromkeys([Path(name)] + ([] if Path(name).is_absolute() else [Path(image_dir) / name])))
+    problems = [path_problem(p) for p in looked]
+    for path, problem in zip(looked, problems):
+        if problem is None:
+            return path
+    paths = [shown(os.path.abspath(p)) for p in looked]
+    if set(problems) == {MISSING}:
+        said = f"image not found: {shown(name)} (looked at {' and '.join(paths)})"
+    elif len(looked) == 1:
+        said = f"image {paths[0]} {problems[0]}"
+    else:
+        said = f"image {shown(name)}: " + "; ".join(f"{p} {problem}" for p, problem in zip(paths, problems))
+    raise UserError(f"{said}. Set --ORIGINAL/--EDITED to an image file, or put it in {shown(image_dir)}/")
 
 
 def parse_prompts(prompts, text_prompt=None):
@@ -66,6 +73,8 @@ def parse_prompt(name, p, text_prompt=None):
     text_prompt: TEXT_PROMPT, the CLIP wording of a name-only object (None: mask.name_prompt's own)."""
     if not isinstance(name, str) or not name.strip():
         raise UserError(f"SAM2_PROMPTS: an object needs a name, got {name!r}")
+    if problem := control_problem("SAM2_PROMPTS name", name):
+        raise UserError(problem)
     if len(name) > NAME_LIMIT:
         raise UserError(f"SAM2_PROMPTS name {name[:30]!r}... is {len(name)} characters long: names become file "
                         f"names and sound-source names, at most {NAME_LIMIT}")
@@ -86,6 +95,8 @@ def parse_prompt(name, p, text_prompt=None):
         text = p.get("text", name_prompt(name) if text_prompt is None else name_prompt(name, text_prompt))
         if not isinstance(text, str) or not text.strip():
             raise UserError(f"SAM2_PROMPTS[{name!r}]['text'] must be a non-empty string, got {p.get('text')!r}")
+        if problem := control_problem(f"SAM2_PROMPTS[{name!r}]['text']", text):
+            raise UserError(problem)
         if not isinstance(p.get("union", False), bool):
             raise UserError(f"SAM2_PROMPTS[{name!r}]['union'] must be true or false, got {p['union']!r}")
         return ObjectPrompt(name, text=text, union=p.get("union", False))
@@ -113,28 +124,34 @@ def parse_prompt(name, p, text_prompt=None):
 
 def check_image_and_points(image_path, prompt, notes):
     """The image opens safely and every point lies on it and where CLIP can see it; UserError otherwise."""
-    from mask import check_points_inside
-    from util import clip_view_box, inspect_image
+    from util import inspect_image
     try:
         info = inspect_image(image_path)
     except (ValueError, OSError) as err:
         raise UserError(str(err)) from err
     notes.extend(info["warnings"])
-    if prompt.by_text:
-        return info
+    if not prompt.by_text:
+        check_points(image_path, info["size"], prompt)
+    return info
+
+
+def check_points(image_path, size, prompt):
+    """Every point of a prompt lies on the image of `size` (W, H) and one on the object inside the centre square
+    CLIP sees; UserError otherwise. No file is read (the bench checks each click with it)."""
+    from mask import check_points_inside
+    from util import clip_view_box
     try:
-        check_points_inside(prompt.points, info["size"], str(image_path))
+        check_points_inside(prompt.points, size, str(image_path))
     except ValueError as err:
         raise UserError(f"SAM2_PROMPTS[{prompt.name!r}]: {err}") from err
-    x0, y0, x1, y1 = clip_view_box(info["size"])
+    x0, y0, x1, y1 = clip_view_box(size)
     positive = [p for p, lab in zip(prompt.points, prompt.labels) if lab == 1]
     if not any(x0 <= x < x1 and y0 <= y < y1 for x, y in positive):
         raise UserError(
             f"SAM2_PROMPTS[{prompt.name!r}]: every point on the object lies outside the centre square that CLIP "
-            f"sees of {Path(image_path).name} ({info['size'][0]} x {info['size'][1]}: x in [{x0:g}, {x1:g}), y in "
+            f"sees of {Path(image_path).name} ({size[0]} x {size[1]}: x in [{x0:g}, {x1:g}), y in "
             f"[{y0:g}, {y1:g})), so no CLIP patch would hold the object. Crop the image so the object is inside that "
             "square, or put a point on a part of it that is")
-    return info
 
 
 def eval_labels(cfg, removed, added):
@@ -225,6 +242,10 @@ def check_ciap_checkpoint(path, smoke):
     """The CIAP back end's checkpoint, before any model loads: there, a CIAP file, a CLIP head mapping into CLAP's
     space (not ResNet18, not a scratch target), trained on the CLIP and CLAP this run uses. UserError otherwise.
     A file checked once is not read again while it stays the same (a manifest checks it for every row)."""
+    problem = path_problem(path)   # a folder or a FIFO is said as what it is, and never opened
+    if problem and problem != MISSING:
+        raise UserError(f"CIAP_CHECKPOINT {shown(path)} {problem}: give the ciap.safetensors of a train_ciap.py run, "
+                        "or --CIAP_CHECKPOINT='' for SSV2A's remixer")
     try:
         stat = os.stat(path)
         stamp = (stat.st_size, stat.st_mtime_ns)
@@ -240,7 +261,7 @@ def _check_ciap_file(path, stamp, smoke):
     try:
         ciap.check_ciap_file(path, "clip-head", *ciap.run_model_names(smoke))
     except CheckpointError as err:
-        raise UserError(f"CIAP_CHECKPOINT: {err}") from err
+        raise UserError(f"CIAP_CHECKPOINT: {shown(err)}") from err
 
 
 def same_file(a, b):

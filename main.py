@@ -6,11 +6,22 @@ removed region, SVD boost of the added one -> mix with background and plain CLIP
 remixer next to YOLO crops of I_1 -> AudioLDM -> an AudioSet classifier (and CLAP) scores the three audios
 over several seeds.
 
-    python main.py                                      # the example pair in images/
-    python main.py --SVD_K=8 --original=a.jpg           # override any constant below
+Every mode, one example each:
+
+    python main.py                                      # the example pair in images/: one run folder
+    python main.py --SVD_K=8 --ORIGINAL=a.jpg           # override any constant below (--NAME=value)
     python main.py --smoke                              # tiny random models, CPU, no checkpoints: checks the plumbing
     python main.py --sweep SVD_K=1,5,10 SVD_ALPHA=0.1,0.3   # a grid; masks, tokens and detections computed once
-    python main.py --manifest images/pairs.csv          # many edit pairs, models loaded once
+    python main.py --AUDIO_INPUT=rec.wav --EDIT_STRENGTH=0.5 --EDIT_METHOD=ddpm-inversion   # step 8: edit a
+                                                        # recording of I_0 (EDIT_STRENGTH 0.2-0.8: more edit, less A_0)
+    python main.py --manifest images/pairs.csv --reference real_audio/   # many edit pairs, models loaded once;
+                                                        # --reference (optional): real audio for the set-level FAD
+    accelerate launch --multi_gpu --num_processes 4 main.py --manifest images/pairs.csv   # one process per GPU
+    python main.py --resume outputs/<timestamp>_manifest-pairs   # a manifest run again: finished pairs kept,
+                                                        # failed / unfinished redone (only --DEVICE may change)
+    python main.py --help                               # this text and every constant
+    python evaluation.py fad|fd|kl DIR_A DIR_B          # set-level FAD / FD / KL of two folders of audio
+    python app.py                                       # the same in the browser (--smoke on a CPU)
 
 Every setting, name, image and checkpoint is checked before the first model runs. Every run writes a new
 folder outputs/<timestamp>_<name>/ and its run.json says how it ended; nothing is ever overwritten.
@@ -384,10 +395,7 @@ def step8_edit(cfg, models, run_dir, claps, seeds, prompts, strength=None, manip
               "raw": {"judged_against": "audio_input", "edit_success": raw_success, "preservation": raw_kept,
                       "target": {n: verdict.edit_target(c) for n, c in raw_success.items()}}}
     write_json(run_file(run_dir, f"edit_results{suffix}.json"), result)
-    print(evaluation.format_preservation(kept, title="Preservation of the reconstruction (A_0 regenerated under "
-                                               "c_src: the edit alone)"))
-    print(evaluation.format_preservation(raw_kept, title="Preservation of A_0 as recorded (also the VAE, vocoder "
-                                                   "and inversion round trip)"))
+    print(evaluation.format_edit_preservation(result))
     for name in EDIT_TARGETS:
         for base, comparison in (("reconstructed", success[name]), ("A_0", raw_success[name])):
             print(f"  {name} vs {base}: " + ", ".join(f"{check} {c['status']} ({c['mean']:+.4f})" for check, c in

@@ -9,48 +9,129 @@ Each pair runs the plan's main_pipeline in its own sub-folder pairNNN_<removed>-
 run.json; a pair that fails is recorded and the others go on. When every process is done, the main process
 reads the pair folders back and writes pairs.csv (one row per manifest row, its status and verdict columns)
 and summary.json (means and stds over the finished pairs, and the set-level FAD / FD / KL of metrics.py).
+The main process holds the run folder while it works (runs.RunLock), so a second --resume of it is refused;
+each pair's run.json keeps the manifest row it ran with, so a resume refuses a manifest.csv edited under
+finished pairs (manifest_changes).
 """
 import contextlib
 import csv
+import hashlib
 import io
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from errors import UserError
+from errors import MISSING, UserError, path_problem, shown
 from inputs import check_ciap_checkpoint, prepare_inputs, source_names
 from loader import load_models
-from runs import keep_aside, new_run_dir, read_run_json, recorded_run, run_file, run_record, write_csv, write_json
-from settings import check_settings, default_config
+from runs import (RunLock, earlier_attempts, keep_aside, new_run_dir, read_run_json, recorded_run, run_file,
+                  run_record, write_csv, write_json)
+from settings import check_settings, cut, default_config
 
 MANIFEST_COLUMNS = ["original", "edited", "remove", "remove_x", "remove_y", "add", "add_x", "add_y"]
+OPTIONAL_COLUMNS = ["remove_labels", "add_labels", "kept", "eval_labels", "reference_audio", "audio_input"]
+HEADER_LINE = ",".join(MANIFEST_COLUMNS)
 MANIFEST_HELP = ("columns: original, edited, remove, remove_x, remove_y, [remove_labels], add, add_x, add_y, "
-                 "[add_labels], [kept], [eval_labels]; several points as 410;370, kept as dog;rocket, "
+                 "[add_labels], [kept], [eval_labels], [reference_audio], [audio_input]; several points as 410;370, "
+                 "kept as dog;rocket, "
                  "eval_labels as cat=a cat meowing;duck=a duck quacking; empty x and y = find the object by name")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 def read_manifest(path):
+    """The rows of a manifest CSV as dicts (column -> text), as csv.DictReader gives them: a row's fields beyond
+    the header under the key None, a short row's missing fields None (complete_row says what that means)."""
+    return parse_manifest(manifest_bytes(path), path)
+
+
+def manifest_bytes(path):
+    """The manifest file's bytes; UserError when the path is not a regular file (a folder, a FIFO ...): said as
+    what it is, and a FIFO is never opened."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"manifest not found: {path}. A CSV with a header row; {MANIFEST_HELP}")
-    data = path.read_bytes()
+    problem = path_problem(path)
+    if problem == MISSING:
+        raise UserError(f"manifest not found: {shown(path)}. A CSV with a header row; {MANIFEST_HELP}")
+    if problem:
+        inside = sorted(path.glob("*.csv")) if path.is_dir() else []
+        raise UserError(f"manifest {shown(path)} {problem}: give the CSV file itself"
+                        + (f", e.g. --manifest {shown(inside[0])}" if inside else "") + f"; {MANIFEST_HELP}")
+    return path.read_bytes()
+
+
+def parse_manifest(data, path):
+    """Rows of the manifest's bytes (UTF-8, with or without Excel's byte-order mark); UserError for a file
+    without the header row, one that lacks columns, or one without rows."""
     try:
         text = data.decode("utf-8-sig")   # -sig: Excel's "CSV UTF-8" starts with a byte-order mark
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
-        raise UserError(f"manifest {path} is not UTF-8 text: byte {data[err.start]:#04x} on line {line} is not "
-                        f"valid UTF-8, so the file was saved in another encoding (Latin-1 / Windows-1252, as "
+        raise UserError(f"manifest {shown(path)} is not UTF-8 text: byte {data[err.start]:#04x} on line {line} is "
+                        f"not valid UTF-8, so the file was saved in another encoding (Latin-1 / Windows-1252, as "
                         f"Excel's plain 'CSV' does). Save it as 'CSV UTF-8', or convert it: iconv -f latin1 -t utf-8 "
-                        f"{path} > {path.with_name(path.stem + '_utf8.csv')}") from None
-    rows = list(csv.DictReader(text.splitlines()))
-    missing = [c for c in MANIFEST_COLUMNS if not rows or c not in rows[0]]
-    if not rows or missing:
-        raise UserError(f"manifest {path} " + (f"lacks columns {', '.join(missing)}" if rows else "has no rows")
-                        + f"; {MANIFEST_HELP}")
+                        f"{shown(path)} > {shown(Path(path).with_name(Path(path).stem + '_utf8.csv'))}") from None
+    # newline="": a quoted field may hold a line break; blank lines are skipped, as csv.DictReader does
+    records = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
+    if not records:
+        raise UserError(f"manifest {shown(path)} is empty: its first line names the columns ({HEADER_LINE}), "
+                        f"each line below is one edit pair; {MANIFEST_HELP}")
+    header = [h.strip() for h in records[0]]
+    missing = [c for c in MANIFEST_COLUMNS if c not in header]
+    if missing and not set(header) & set(MANIFEST_COLUMNS + OPTIONAL_COLUMNS) and looks_like_data(header):
+        raise UserError(f"manifest {shown(path)} has no header row: its first line "
+                        f"({cut(shown(','.join(records[0])), 80)}) holds data, not column names, so it would be "
+                        f"read as the header. Add this line above it: {HEADER_LINE}"
+                        + (f" (then the names of the optional columns the rows fill, in their order: "
+                           f"{', '.join(OPTIONAL_COLUMNS)})" if len(header) > len(MANIFEST_COLUMNS) else ""))
+    if missing:
+        raise UserError(f"manifest {shown(path)} lacks columns {', '.join(missing)}: its first line must name the "
+                        f"columns, e.g. {HEADER_LINE}; {MANIFEST_HELP}")
+    if len(records) == 1:
+        raise UserError(f"manifest {shown(path)} has no rows: only the header line; add one line per edit pair. "
+                        f"{MANIFEST_HELP}")
+    rows = []
+    for fields in records[1:]:
+        row = dict(zip(header, fields))
+        if len(fields) > len(header):
+            row[None] = fields[len(header):]
+        row.update({c: None for c in header[len(fields):]})
+        rows.append(row)
     return rows
+
+
+def looks_like_data(fields):
+    """A first line that holds an image file name or a number is a data row, not a header."""
+    def number(text):
+        try:
+            float(text.replace(";", "").strip() or "x")
+            return True
+        except ValueError:
+            return False
+    return any(f.strip().lower().endswith(IMAGE_SUFFIXES) or number(f) for f in fields)
+
+
+def complete_row(i, row):
+    """(row, notes) for a row as read: more fields than the header is an error (they would be lost); a short
+    row's missing optional fields read as empty, with a note; a missing required field is an error."""
+    n_header = len([k for k in row if k is not None])
+    if None in row:
+        extra = row[None]
+        raise UserError(f"the row has {n_header + len(extra)} fields but the header {n_header}: the last "
+                        f"{len(extra)} ({', '.join(repr(cut(e, 30)) for e in extra[:4])}) belong to no column. Quote "
+                        'a field that holds a comma ("my, image.jpg"); separate several points with ";" (410;370)')
+    short = [c for c, v in row.items() if v is None]
+    if not short:
+        return row, []
+    required = [c for c in short if c in MANIFEST_COLUMNS]
+    if required:
+        raise UserError(f"the row has {n_header - len(short)} fields but the header {n_header}: nothing for "
+                        f"{', '.join(required)}. Write an empty field as two commas with nothing between them")
+    return {**row, **{c: "" for c in short}}, [
+        f"manifest row {i} has {n_header - len(short)} of the header's {n_header} fields: its {', '.join(short)} "
+        "read as empty"]
 
 
 def pair_config(cfg, row, manifest_dir):
@@ -95,13 +176,19 @@ class Manifest:
     """A manifest checked row by row before any model loads."""
     path: Path                    # the CSV read
     base_dir: Path                # relative image paths are relative to this folder (the manifest's own)
-    rows: list                    # every row as read
+    rows: list                    # every row as read (a short row completed: complete_row)
     pairs: list                   # [(row number, cfg, images, prompts, notes)] of the rows that run
     skipped: list                 # rows the pre-check refused: {pair, original, edited, error}
     duplicates: list              # rows equal to an earlier one: {pair, same_as}; they run once
     notes: list                   # warnings for run.json
     source: str = ""              # the user's manifest file (a resumed run reads its copy in the run folder)
     reference: list = None        # real audio to compare the sets with: files / folders (reference_audio, --reference)
+    data: bytes = b""             # the file's bytes as checked: the run folder's manifest.csv is these
+    sha256: str = ""              # of data, in run.json and in each pair's run.json
+
+    def ran_with(self, i):
+        """What pair i runs with, for its run.json: the manifest's hash and the row's content."""
+        return {"row": i, "fields": self.rows[i - 1], "manifest_sha256": self.sha256}
 
 
 def pair_folder(i, prompts):
@@ -119,20 +206,26 @@ def pair_key(images, prompts, p_cfg):
 
 def prepare_manifest(cfg, manifest, base_dir=None):
     """Every row checked before any model loads; duplicates of an earlier row are warned about and run once."""
-    rows = read_manifest(manifest)
+    data = manifest_bytes(manifest)
+    rows = parse_manifest(data, manifest)
     if cfg["CIAP_CHECKPOINT"]:   # one back end for every row: a bad checkpoint refuses the manifest, not each row
         check_ciap_checkpoint(cfg["CIAP_CHECKPOINT"], cfg["SMOKE"])
     base_dir = Path(base_dir) if base_dir else Path(manifest).resolve().parent
     pairs, skipped, duplicates, notes, seen = [], [], [], [], {}
     for i, row in enumerate(rows, start=1):
         try:
+            row, row_notes = complete_row(i, row)
+            rows[i - 1] = row
             p_cfg = pair_config(cfg, row, base_dir)
             images, prompts, pair_notes = prepare_inputs(p_cfg)
         except (UserError, ValueError) as err:
-            print(f"SKIPPED pair {i} ({row.get('original')} -> {row.get('edited')}): {err}")
+            print(f"SKIPPED pair {i} ({shown(row.get('original'))} -> {shown(row.get('edited'))}): {err}")
             skipped.append({"pair": i, "original": row.get("original"), "edited": row.get("edited"),
                             "error": str(err)})
             continue
+        for note in row_notes:
+            print(f"WARNING: {note}")
+        notes += row_notes
         key = pair_key(images, prompts, p_cfg)
         if key in seen:
             note = (f"manifest row {i} repeats row {seen[key]} (same images, objects, points and labels): "
@@ -144,16 +237,28 @@ def prepare_manifest(cfg, manifest, base_dir=None):
         seen[key] = i
         pairs.append((i, p_cfg, images, prompts, pair_notes))
     if not pairs:
-        raise UserError(f"no row of {manifest} can run ({len(skipped)} skipped, reasons above); nothing was run")
+        raise UserError(f"no row of {shown(manifest)} can run ({len(skipped)} skipped, reasons above); nothing was run")
     reference = []
     for i, row in enumerate(rows, start=1):   # reference_audio: a file or folder of real audio per row (optional)
         ref = (row.get("reference_audio") or "").strip()
         path = Path(ref) if Path(ref).is_absolute() else base_dir / ref
-        if ref and not path.exists():
-            raise UserError(f"manifest row {i}: reference_audio {ref} not found (looked at {path})")
         if ref and str(path) not in reference:
+            check_reference(path, f"manifest row {i}: reference_audio {shown(ref)}")
             reference.append(str(path))
-    return Manifest(Path(manifest), base_dir, rows, pairs, skipped, duplicates, notes, reference=reference)
+    return Manifest(Path(manifest), base_dir, rows, pairs, skipped, duplicates, notes, reference=reference,
+                    data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def check_reference(path, what):
+    """A reference file or folder of real audio, before any model loads: every audio file in it a regular file
+    that soundfile reads (a FIFO would block the set-level figures forever after the last pair)."""
+    import metrics
+    if path_problem(path) == MISSING and not Path(path).is_dir():
+        raise UserError(f"{what} not found (looked at {shown(path)})")
+    try:
+        metrics.reference_files([path])
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"{what}: {err}") from None
 
 
 def manifest_state(cfg):
@@ -171,89 +276,188 @@ def resume_target(run_dir, cfg, defaults):
     run_dir = Path(run_dir)
     record = read_run_json(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"--resume {run_dir}: no such folder; give a manifest's run folder, e.g. "
-                        f"--resume outputs/<timestamp>_manifest-pairs")
+        problem = path_problem(run_dir)
+        said = "no such folder" if problem == MISSING else f"{run_dir.name} " + (problem or "is a file, not a folder")
+        raise UserError(f"--resume {shown(run_dir)}: {said.replace('not a regular file', 'not a folder')}; give a "
+                        "manifest's run folder, e.g. --resume outputs/<timestamp>_manifest-pairs")
     if not record:
-        raise UserError(f"--resume {run_dir}: the folder has no readable run.json, so it is not a run folder")
-    if record.get("mode") != "manifest" or not (run_dir / "manifest.csv").is_file():
-        raise UserError(f"--resume {run_dir}: only a manifest run can be resumed (its run.json says mode "
-                        f"{record.get('mode')!r}{'' if (run_dir / 'manifest.csv').is_file() else ', and it has no manifest.csv'})")
+        raise UserError(f"--resume {shown(run_dir)}: the folder has no readable run.json, so it is not a run folder")
+    if record.get("mode") != "manifest" or path_problem(run_dir / "manifest.csv"):
+        no_copy = "" if (run_dir / "manifest.csv").is_file() else ", and it has no manifest.csv"
+        raise UserError(f"--resume {shown(run_dir)}: only a manifest run can be resumed (its run.json says mode "
+                        f"{record.get('mode')!r}{no_copy})")
+    earlier_attempts(run_dir)   # a link out of the run folder is refused now, not when the first pair is redone
     given = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "DEVICE" and v != defaults.get(k)}
     if given:
         raise UserError(f"--resume runs with the settings the run started with (run.json); only --DEVICE may "
                         f"change. Got {', '.join(sorted(given))}")
-    resumed = {**defaults, **record["config"], "DEVICE": cfg["DEVICE"] or record["config"]["DEVICE"]}
-    resumed["DDIM_STEPS"], resumed["_STEPS_GIVEN"] = record["sampler"]["steps"], True
+    started = record.get("config", {})
+    resumed = {**defaults, **started, "DEVICE": cfg["DEVICE"] or started.get("DEVICE", defaults["DEVICE"])}
+    resumed["DDIM_STEPS"] = record.get("sampler", {}).get("steps", resumed["DDIM_STEPS"])
+    resumed["_STEPS_GIVEN"] = True
     return run_dir, resumed, record
+
+
+def manifest_changes(run_dir, manifest):
+    """Where the run folder's manifest.csv now differs from what its pairs ran with (each pair's run.json keeps
+    its row: Manifest.ran_with). Returns (kept, redone, unknown): lines for finished pairs, which a resume keeps,
+    and for pairs it redoes, naming the row, its folder and the columns that differ; unknown: finished pairs that
+    recorded no row (made before rows were recorded), which cannot be checked."""
+    now = dict(enumerate(manifest.rows, start=1))
+    kept, redone, unknown = [], [], []
+    folders = sorted(p for p in Path(run_dir).iterdir() if re.match(r"pair\d+_", p.name) and p.is_dir())
+    for folder in folders:
+        record = read_run_json(folder)
+        ran = record.get("manifest_row")
+        if not isinstance(ran, dict):
+            if record.get("status") == "finished":
+                unknown.append(folder.name)
+            continue
+        if now.get(ran.get("row")) == ran.get("fields"):
+            continue
+        line = (f"row {ran.get('row')} ({folder.name}, {record.get('status')}): "
+                + row_difference(ran.get("fields") or {}, now.get(ran.get("row"))))
+        (kept if record.get("status") == "finished" else redone).append(line)
+    return kept, redone, unknown
+
+
+def row_difference(old, new):
+    """'remove_x was '448', now '500'; ...' between a recorded row and the manifest's row now (None: gone)."""
+    if new is None:
+        return "the row is no longer in manifest.csv"
+    columns = [c for c in dict.fromkeys([*old, *new]) if old.get(c) != new.get(c)]
+    said = [f"{shown(c)} was {cut(shown(old.get(c, '')), 40)!r}, now {cut(shown(new.get(c, '')), 40)!r}"
+            for c in columns[:4]]
+    return "; ".join(said) + (f"; {len(columns) - 4} more columns" if len(columns) > 4 else "")
+
+
+def check_unchanged(run_dir, manifest, previous):
+    """UserError when a finished pair ran with a row that manifest.csv no longer holds: a resume keeps finished
+    pairs, so it would mix two manifests. Returns the notes for pairs it redoes with a changed row."""
+    kept, redone, unknown = manifest_changes(run_dir, manifest)
+    if kept:
+        source = Path(previous.get("manifest") or "pairs.csv")
+        copy = Path(previous.get("manifest_dir") or ".") / f"{source.stem}_edited.csv"
+        raise UserError(
+            f"--resume {shown(run_dir)}: its manifest.csv changed since these finished pairs ran:\n  "
+            + "\n  ".join(kept) + "\nA resume keeps finished pairs as they are, so the run would mix two manifests. "
+            f"To run the edited rows, start a new run: cp {shown(run_dir / 'manifest.csv')} {shown(copy)} && python "
+            f"main.py --manifest {shown(copy)} with the settings of run.json's command (image paths are relative to "
+            f"{shown(copy.parent)}). To resume this run instead, undo the edit: each pair's run.json keeps the row it "
+            "ran with (manifest_row)")
+    notes = [f"manifest.csv changed for a pair this resume redoes, which runs with the row as it is now (the "
+             f"earlier attempt, with its row, is kept in earlier_attempts/): {line}" for line in redone]
+    if unknown:
+        notes.append(f"{len(unknown)} finished pair(s) ({', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}) "
+                     "were made before pairs recorded their manifest row: whether manifest.csv changed since they "
+                     "ran cannot be checked")
+    return notes
+
+
+def hold(stack, run_dir, what, state, notes):
+    """The main process takes the run folder for every process of the launch (runs.RunLock, released when the
+    stack closes); the lock's notes (a dead holder's lock taken over) are added to notes. Returns the refusal's
+    message when another process holds it, else None."""
+    try:
+        lock = stack.enter_context(RunLock(run_dir, what, state.num_processes))
+    except UserError as err:
+        return str(err)
+    notes += lock.notes
+    return None
 
 
 def run_manifest_job(plan, cfg, mode, target):
     """--manifest FILE or --resume RUN_DIR, in each process accelerate started (or the only one); each pair
-    runs plan.main_pipeline (main.py) in its own sub-folder."""
+    runs plan.main_pipeline (main.py) in its own sub-folder. The main process holds the run folder from before
+    the first change to after the last write (runs.RunLock): a second resume of it is refused, in every process
+    of its launch."""
     import torch
+    from accelerate.utils import broadcast_object_list
     state = manifest_state(cfg)
     main_process = state.is_main_process
-    run_dir = previous = data = None
-    # the checks and model loading print once, from the main process; the others check the same rows silently
-    with contextlib.redirect_stdout(io.StringIO()) if not main_process else contextlib.nullcontext():
-        if mode == "resume":
-            run_dir, cfg, previous = resume_target(target, cfg, default_config(plan))
-            manifest = prepare_manifest(cfg, run_dir / "manifest.csv", base_dir=previous["manifest_dir"])
-            manifest.source, manifest.reference = previous["manifest"], previous.get("reference", [])
-            print(f"Resuming {run_dir} (it ended {previous.get('status')!r}) with the settings it started with"
-                  + (" (smoke models)" if cfg["SMOKE"] else ""))
-        else:
-            check_settings(cfg)
-            manifest = prepare_manifest(cfg, target)
-            manifest.source = str(manifest.path.resolve())
-            if cfg.get("_REFERENCE"):   # --reference DIR: a folder of real audio for every pair
-                if not Path(cfg["_REFERENCE"]).is_dir():
-                    raise UserError(f"--reference {cfg['_REFERENCE']}: not a folder (give a folder of real audio)")
-                manifest.reference.append(str(Path(cfg["_REFERENCE"]).resolve()))
-        asked_device = cfg["DEVICE"]   # what run.json keeps, so that --resume lets each process pick its GPU again
-        if state.num_processes > 1 and cfg["DEVICE"] in ("", "cuda") and state.device.type == "cuda":
-            cfg["DEVICE"] = str(state.device)   # one GPU per process: cuda:<local rank>
-        sources = [(p_cfg, source_names(p_cfg, prompts)) for _, p_cfg, _, prompts, _ in manifest.pairs]
-        notes = list(dict.fromkeys(n for *_, pair_notes in manifest.pairs for n in pair_notes))
-        for note in notes:
-            print(f"WARNING: {note}")
-        models, class_notes = load_models(cfg, sources)
-        for note in class_notes:
-            print(f"  AudioSet classes: {note}")
-    if mode == "manifest":
+    command_line = cfg   # the command line's config: its last words on Ctrl-C name the run folder from here
+    run_dir = previous = data = record = None
+    notes = []
+    with contextlib.ExitStack() as held:
+        # the checks and model loading print once, from the main process; the others check the same rows silently
+        with contextlib.redirect_stdout(io.StringIO()) if not main_process else contextlib.nullcontext():
+            if mode == "resume":
+                run_dir, cfg, previous = resume_target(target, cfg, default_config(plan))
+                refusal = broadcast_object_list([hold(held, run_dir, "a resume", state, notes) if main_process
+                                                 else None])[0]
+                if refusal:   # held by another process: every process of this launch stops, nothing changed
+                    raise UserError(refusal)
+                command_line.update(_RUN_DIR=str(run_dir), _RUN_UNCHANGED=True)
+                manifest = prepare_manifest(cfg, run_dir / "manifest.csv", base_dir=previous.get("manifest_dir"))
+                manifest.source, manifest.reference = previous.get("manifest", ""), previous.get("reference", [])
+                for ref in manifest.reference:
+                    check_reference(ref, "the run's reference audio")
+                notes += check_unchanged(run_dir, manifest, previous)
+                print(f"Resuming {run_dir} (it ended {previous.get('status')!r}) with the settings it started with"
+                      + (" (smoke models)" if cfg["SMOKE"] else ""))
+            else:
+                check_settings(cfg)
+                manifest = prepare_manifest(cfg, target)
+                manifest.source = str(manifest.path.resolve())
+                if cfg.get("_REFERENCE"):   # --reference DIR: a folder of real audio for every pair
+                    if not Path(cfg["_REFERENCE"]).is_dir():
+                        raise UserError(f"--reference {shown(cfg['_REFERENCE'])}: "
+                                        + (path_problem(cfg["_REFERENCE"]) or "is a file")
+                                        + " (give a folder of real audio)")
+                    check_reference(Path(cfg["_REFERENCE"]), f"--reference {shown(cfg['_REFERENCE'])}")
+                    manifest.reference.append(str(Path(cfg["_REFERENCE"]).resolve()))
+            asked_device = cfg["DEVICE"]   # what run.json keeps, so that --resume lets each process pick its GPU again
+            if state.num_processes > 1 and cfg["DEVICE"] in ("", "cuda") and state.device.type == "cuda":
+                cfg["DEVICE"] = str(state.device)   # one GPU per process: cuda:<local rank>
+            sources = [(p_cfg, source_names(p_cfg, prompts)) for _, p_cfg, _, prompts, _ in manifest.pairs]
+            pair_notes = list(dict.fromkeys(n for *_, p_notes in manifest.pairs for n in p_notes))
+            for note in notes + pair_notes:
+                print(f"WARNING: {note}")
+            models, class_notes = load_models(cfg, sources)
+            for note in class_notes:
+                print(f"  AudioSet classes: {note}")
         if main_process:
-            name = cfg["RUN_NAME"] or f"manifest-{Path(target).stem}"
-            run_dir = new_run_dir(cfg["OUTPUT_DIR"], name + ("_smoke" if cfg["SMOKE"] else ""))
-            with open(run_dir / "manifest.csv", "xb") as f:   # the rows as run: --resume reads this copy
-                f.write(manifest.path.read_bytes())
-        from accelerate.utils import broadcast_object_list
-        run_dir = Path(broadcast_object_list([str(run_dir)])[0])   # the main process's folder, for every process
-    if main_process:
-        print(f"Run folder: {run_dir}\nDevice: {models.device}; processes: {state.num_processes}")
-        data = {**run_record(cfg, models, "manifest", notes=manifest.notes + notes + class_notes),
-                "manifest": manifest.source, "reference": manifest.reference,
-                "manifest_dir": str(manifest.base_dir), "processes": state.num_processes}
-        data["config"]["DEVICE"] = asked_device
-        if previous:
-            data = {**{k: v for k, v in previous.items() if k not in ("outputs", "ended", "error", "traceback")},
-                    "resumed": previous.get("resumed", []) + [{
-                        "at": datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-                        "previous_status": previous.get("status"), "processes": state.num_processes}]}
-    start = time.perf_counter()
-    torch.set_grad_enabled(False)
-    try:
-        with recorded_run(run_dir, data) if main_process else contextlib.nullcontext() as record:
+            if mode == "manifest":
+                name = cfg["RUN_NAME"] or f"manifest-{Path(target).stem}"
+                run_dir = new_run_dir(cfg["OUTPUT_DIR"], name + ("_smoke" if cfg["SMOKE"] else ""))
+                if refusal := hold(held, run_dir, "a manifest run", state, notes):   # a new folder: only a race
+                    raise UserError(refusal)
+                for note in notes:   # what the lock is worth on a file system without file locks
+                    print(f"WARNING: {note}")
+                with open(run_dir / "manifest.csv", "xb") as f:   # the bytes checked above: --resume reads this copy
+                    f.write(manifest.data)
+            print(f"Run folder: {run_dir}\nDevice: {models.device}; processes: {state.num_processes}")
+            data = {**run_record(cfg, models, "manifest", notes=manifest.notes + pair_notes + class_notes + notes),
+                    "manifest": manifest.source, "manifest_sha256": manifest.sha256, "reference": manifest.reference,
+                    "manifest_dir": str(manifest.base_dir), "processes": state.num_processes}
+            data["config"]["DEVICE"] = asked_device
+            if previous:
+                data = {**{k: v for k, v in previous.items() if k not in ("outputs", "ended", "error", "traceback")},
+                        "manifest_sha256": manifest.sha256, "resumed": previous.get("resumed", []) + [{
+                            "at": datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
+                            "previous_status": previous.get("status"), "processes": state.num_processes,
+                            "manifest_sha256": manifest.sha256, "notes": notes}]}
+            # run.json says 'running' before the other processes are waited for: a Ctrl-C from here is recorded
+            record = held.enter_context(recorded_run(run_dir, data))
+            command_line.update(_RUN_DIR=str(run_dir), _RUN_UNCHANGED=False, _RESUMABLE=True)
+        if mode == "manifest":
+            run_dir = Path(broadcast_object_list([str(run_dir)])[0])   # the main process's folder, for every process
+        command_line.update(_RUN_DIR=str(run_dir), _RUN_UNCHANGED=False, _RESUMABLE=True)
+        start = time.perf_counter()
+        torch.set_grad_enabled(False)
+        try:
             run_manifest(plan, cfg, models, run_dir, manifest, record, state)
-    finally:
-        torch.set_grad_enabled(True)
+        finally:
+            torch.set_grad_enabled(True)
     if main_process:
         print(f"\nDone in {time.perf_counter() - start:.1f} s. Everything is in {run_dir}/")
     return 0
 
 
-def run_pair(plan, pair, models, run_dir, process):
+def run_pair(plan, pair, models, run_dir, process, ran_with=None):
     """One manifest row in its own sub-folder with its own run.json. A failure of any kind (a CUDA
-    out-of-memory included) is recorded there and returns False, so the other pairs go on; Ctrl-C stops."""
+    out-of-memory included) is recorded there and returns False, so the other pairs go on; Ctrl-C stops.
+    ran_with: the manifest row it runs (Manifest.ran_with), kept in its run.json for --resume's check."""
     import torch
     i, p_cfg, images, prompts, notes = pair
     pair_dir = run_file(run_dir, pair_folder(i, prompts))
@@ -263,7 +467,7 @@ def run_pair(plan, pair, models, run_dir, process):
     print(f"\n##### pair {i}: {images[0]} -> {images[1]} (process {process['index']}) #####")
     try:
         with recorded_run(pair_dir, {**run_record(p_cfg, models, "run", images, prompts, notes),
-                                     "pair": i, "process": process}) as pair_record:
+                                     "pair": i, "process": process, "manifest_row": ran_with}) as pair_record:
             try:
                 plan.main_pipeline(p_cfg, models, pair_dir, images, prompts, pair_record)
             finally:   # kept with the pair's run.json however it ends
@@ -307,7 +511,7 @@ def run_manifest(plan, cfg, models, run_dir, manifest, record, state):
     try:
         with contextlib.redirect_stdout(log) if log else contextlib.nullcontext():
             for pair in mine:
-                if not run_pair(plan, pair, models, run_dir, process):
+                if not run_pair(plan, pair, models, run_dir, process, manifest.ran_with(pair[0])):
                     failed += 1
                     bar.write(f"pair {pair[0]} FAILED (process {state.process_index}); see its run.json",
                               file=sys.stderr)

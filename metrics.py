@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from audio_io import AUDIO_NAMES
+from errors import path_problem, shown
 
 # VGGish's published front end (torchvggish's vggish_params): 16 kHz, 0.96 s examples of 96 x 64 log-mel
 VGGISH_SAMPLE_RATE = 16000
@@ -399,23 +400,61 @@ def panns_figures(sets, scorer, pairs=()):
 
 
 def _read(path):
+    """(wave, rate) of one audio file; ValueError naming it when it is not a regular file (a FIFO is never
+    opened: it would wait for a writer forever) or soundfile cannot read its samples."""
     import soundfile as sf
-    wave, rate = sf.read(str(path), dtype="float64")
+    problem = path_problem(path)
+    if problem:
+        raise ValueError(f"{shown(path)} {problem}: only regular audio files are read")
+    try:
+        wave, rate = sf.read(str(path), dtype="float64")
+    except Exception as err:   # noqa: BLE001 -- libsndfile's errors come as several types; each is named here
+        raise ValueError(f"{shown(path)}: reading its samples failed ({_sf_words(err)}); the file may be damaged. "
+                         "Replace it or move it out of the set") from None
     return wave, rate
+
+
+def _sf_words(err):
+    return (getattr(err, "error_string", "") or str(err)).strip().rstrip(".") or type(err).__name__
 
 
 # -----------------------------------------------------------------------------
 # sets of audio files
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
 def wav_files(folder):
+    """Every .wav / .flac / .ogg file under folder, sorted, each checked before any is read (check_audio_file):
+    a FIFO, a device or a file that is not audio stops the listing with its name, so nothing hangs and no set
+    silently lacks a file. Sub-folders are searched (one named x.wav too)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder of audio files")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".wav", ".flac", ".ogg"))
+        raise FileNotFoundError(f"{shown(folder)} is not a folder of audio files")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_dir())
     if not files:
-        raise FileNotFoundError(f"{folder} holds no .wav / .flac / .ogg files")
+        raise FileNotFoundError(f"{shown(folder)} holds no .wav / .flac / .ogg files")
+    for f in files:
+        check_audio_file(f)
     return files
+
+
+def check_audio_file(path):
+    """ValueError naming path unless it is a regular file whose header soundfile reads. Only metadata and the
+    header are read: a FIFO is never opened, and a 10-hour file costs nothing here."""
+    import soundfile as sf
+    problem = path_problem(path)
+    if problem:
+        raise ValueError(f"{shown(path)} {problem}: only regular audio files are read. Move it out of the folder; "
+                         "stopped, because a set-level figure uses every file of its set")
+    try:
+        sf.info(str(path))
+    except Exception as err:   # noqa: BLE001 -- libsndfile says 'Format not recognised', ... in its own words
+        raise ValueError(f"{shown(path)} is not audio that soundfile reads ({_sf_words(err)}): convert it to WAV, "
+                         "FLAC or OGG, or move it out of the folder; stopped, because a set-level figure uses every "
+                         "file of its set") from None
+    return Path(path)
 
 
 def keyed_files(folder):
@@ -430,7 +469,10 @@ def manifest_sets(run_dir):
     run_dir = Path(run_dir)
     sets = {name: {} for name in AUDIO_NAMES}
     for pair in sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "run.json").is_file()):
-        record = json.loads((pair / "run.json").read_text())
+        try:
+            record = json.loads((pair / "run.json").read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{shown(pair / 'run.json')} cannot be read ({err})") from None
         if record.get("status") != "finished":
             continue
         first_seed = (record.get("seeds") or [None])[0]
@@ -451,7 +493,11 @@ def manifest_sets(run_dir):
 def set_embeddings(files, embedder):
     chunks = []
     for f in files:
-        chunks.append(embedder.embed(*_read(f)))
+        wave, rate = _read(f)
+        try:
+            chunks.append(embedder.embed(wave, rate))
+        except (ValueError, RuntimeError) as err:   # e.g. a clip of a few samples: name the file it came from
+            raise ValueError(f"{shown(f)}: VGGish cannot embed it ({len(wave)} samples at {rate} Hz: {err})") from None
     return np.concatenate(chunks) if chunks else np.zeros((0, VGGISH_DIM))
 
 
@@ -475,7 +521,8 @@ def reference_list(reference):
 
 
 def reference_files(refs):
-    return [f for r in refs for f in (wav_files(r) if Path(r).is_dir() else [Path(r)])]
+    """The audio files of reference folders and files, each checked (wav_files, check_audio_file)."""
+    return [f for r in refs for f in (wav_files(r) if Path(r).is_dir() else [check_audio_file(r)])]
 
 
 def manifest_fads(run_dir, embedder, reference=None):
@@ -499,6 +546,18 @@ def manifest_panns(run_dir, scorer, reference=None):
         sets["reference"] = {f"reference/{i}": f for i, f in enumerate(reference_files(reference_list(reference)))}
     pairs = [(b, "manipulated") for b in ("baseline_edited", "baseline_original") if b in sets and "manipulated" in sets]
     return {**panns_figures(sets, scorer, pairs), "files": {k: len(v) for k, v in sets.items()}}
+
+
+def input_files(what, folders, reference=None):
+    """The files `python evaluation.py what folders...` reads, listed and checked (wav_files) before any model
+    loads: a manifest run's three sets and the reference, or two folders' keyed files (KL: they must share keys)."""
+    if len(folders) == 1:
+        return manifest_sets(folders[0]), reference_files(reference_list(reference))
+    sets = [keyed_files(folder) for folder in folders]
+    if what == "kl" and not set(sets[0]) & set(sets[1]):
+        raise ValueError(f"{folders[0]} and {folders[1]} share no file keys: KL pairs each generated clip with the "
+                         "reference clip of the same path in its folder")
+    return sets
 
 
 USAGE = """usage: python evaluation.py fad DIR_A DIR_B           FAD (VGGish) between two folders of audio
@@ -534,6 +593,7 @@ def main(argv):
         return 2
     smoke, what = "--smoke" in flags, args[0]
     try:
+        input_files(what, args[1:], reference)   # every file checked before a model loads: no FIFO is opened
         if what == "fad":
             embedder = tiny_vggish() if smoke else load_vggish(device)
             if len(args) == 3:

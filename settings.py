@@ -15,6 +15,7 @@ import json
 import math
 import os
 import tokenize
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -328,6 +329,7 @@ def check_settings(cfg, where=""):
     if not isinstance(cfg["AUDIO_INPUT"], str):
         problems.append(f"AUDIO_INPUT={cfg['AUDIO_INPUT']!r} must be the path of a recording, or '' (off)")
     problems += text_prompt_problems(cfg["TEXT_PROMPT"])
+    problems += name_problems(cfg)
     if len(cfg["RUN_NAME"]) > RUN_NAME_LIMIT:
         problems.append(f"RUN_NAME is {len(cfg['RUN_NAME'])} characters long: it becomes a folder name, at most "
                         f"{RUN_NAME_LIMIT}")
@@ -348,6 +350,34 @@ def check_settings(cfg, where=""):
     if problems:
         raise UserError((f"{where}: " if where else "") + ("\n  ".join(problems) if len(problems) == 1 else
                         f"{len(problems)} settings are out of range:\n  " + "\n  ".join(problems)))
+
+
+CONTROL_NAMES = {"\x1b": "ESC", "\n": "a newline", "\r": "a carriage return", "\x00": "a NUL byte", "\x7f": "DEL"}
+
+
+def control_problem(what, text):
+    """A message when a name holds a control character (Unicode category Cc: ESC, newline, NUL, DEL ...; a tab
+    counts as a space), else None. Names are printed on the console, where an ESC sequence colours it, in log
+    lines, which a newline splits, and in run.json and file names. The name is shown escaped (repr)."""
+    found = list(dict.fromkeys(c for c in str(text) if unicodedata.category(c) == "Cc" and c != "\t"))
+    if not found:
+        return None
+    which = ", ".join(CONTROL_NAMES.get(c, f"U+{ord(c):04X}") for c in found)
+    return (f"{what} {cut(text)!r} holds a control character ({which}): names are printed and written to "
+            "run.json and file names, where it would colour the terminal or split lines. Remove it")
+
+
+def name_problems(cfg):
+    """Control characters in the settings' names and texts (object names are checked in inputs.parse_prompt)."""
+    named = [("RUN_NAME", cfg["RUN_NAME"]), ("TEXT_PROMPT", cfg["TEXT_PROMPT"])]
+    if isinstance(cfg["KEPT_SOURCES"], list):
+        named += [("KEPT_SOURCES name", k) for k in cfg["KEPT_SOURCES"]]
+    for setting in ("EVAL_LABELS", "AUDIO_CLASSES"):
+        if isinstance(cfg[setting], dict):
+            named += [(f"{setting} name", k) for k in cfg[setting]]
+            named += [(f"{setting}[{cut(k)!r}]", v) for k, v in cfg[setting].items()
+                      for v in (v if isinstance(v, list) else [v])]
+    return [problem for what, text in named if isinstance(text, str) and (problem := control_problem(what, text))]
 
 
 def cut(text, limit=60):

@@ -3,10 +3,12 @@
 The environment variables must be set before transformers/diffusers/ultralytics are imported,
 which is why they sit at module level here (pytest imports conftest before any test module).
 """
+import contextlib
 import os
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,28 @@ def refused(args, tmp_path, capsys, smoke=True):
     assert "Traceback" not in captured.err and "Loading every model" not in captured.out
     assert not out.exists()
     return captured.err
+
+
+@contextlib.contextmanager
+def fifo(path, timeout=60):
+    """A FIFO (named pipe) at path for the duration. Opening one for reading waits for a writer forever: code that
+    wrongly opens it would hang the suite, so after `timeout` seconds a writer comes (again each second), writes
+    nothing and leaves, and the reader sees an empty file: the test then fails instead of hanging."""
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def release():
+        done.wait(timeout)
+        while not done.is_set():
+            with contextlib.suppress(OSError):   # ENXIO: nobody is reading, nothing to release
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            done.wait(1)
+    threading.Thread(target=release, daemon=True).start()
+    try:
+        yield Path(path)
+    finally:
+        done.set()
+        os.unlink(path)
 
 
 def free_port():

@@ -69,3 +69,18 @@ def test_compare_rows_statuses():
     assert out["classifier"]["counts"]["PASS"] == 1 and len(out["clap"]["checks"]) == 3
     # base and test swapped: the added source goes down
     assert verdict.compare_rows(scores(), roles, 1, 0)["classifier"]["checks"]["added_increased"]["status"] == "FAIL"
+
+
+def test_step_8s_two_preservation_tables_come_in_the_order_the_edits_are_judged():
+    """main.py prints, and the bench shows, the table against the reconstruction first and the one against A_0
+    as recorded second, each with its own rows."""
+    def kept(value):
+        return {m: {"per_seed": [value], "mean": value, "std": None} for m in evaluation.PRESERVATION_METRICS}
+    result = {"judged_against": "reconstructed", "preservation": {"edited": kept(1.5), "edited_plain": kept(2.5)},
+              "raw": {"judged_against": "audio_input", "preservation": {"reconstructed": kept(7.25),
+                                                                         "edited": kept(8.5)}}}
+    text = evaluation.format_edit_preservation(result)
+    first, second = text.split(evaluation.EDIT_PRESERVATION_TITLES["audio_input"])
+    assert evaluation.EDIT_PRESERVATION_TITLES["reconstructed"] in first
+    assert "1.5" in first and "2.5" in first and "7.25" not in first
+    assert "reconstructed" in second and "7.25" in second and "8.5" in second and "1.5" not in second

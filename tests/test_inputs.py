@@ -1,8 +1,9 @@
 """inputs.py: the images, points, object prompts and sound-source names, checked before any model loads."""
+import contextlib
 from pathlib import Path
 
 import pytest
-from conftest import refused
+from conftest import fifo, refused
 
 import errors
 import inputs
@@ -121,3 +122,44 @@ def test_a_label_key_that_differs_from_its_source_only_in_case_is_a_warning():
 def test_long_names_are_cut_in_messages(tmp_path, capsys):
     err = refused(["--SAM2_PROMPTS={'cat': {'labels': [1], '" + "k" * 5000 + "': 1}, 'dog': {}}"], tmp_path, capsys)
     assert "unknown keys" in err and len(err) < 600, len(err)
+
+
+# -----------------------------------------------------------------------------
+# paths that are not files, names that are not printable (issue 25)
+
+NOT_FILES = {   # what the path is -> (make it under tmp_path, what the message says it is)
+    "symlink loop": (lambda t: (t / "loop").symlink_to(t / "loop") or t / "loop", "is a symbolic link that loops"),
+    "folder": (lambda t: (t / "dir.wav").mkdir() or t / "dir.wav", "is a folder, not a file"),
+    "FIFO": (None, "is a FIFO (named pipe), not a regular file"),
+    "/dev/zero": (lambda t: Path("/dev/zero"), "is a character device, not a regular file"),
+    "dangling link": (lambda t: (t / "gone.wav").symlink_to(t / "nothing") or t / "gone.wav",
+                      "is a symbolic link to"),
+}
+
+
+@pytest.mark.parametrize("setting", ["AUDIO_INPUT", "ORIGINAL"])
+@pytest.mark.parametrize("kind", list(NOT_FILES))
+def test_a_path_that_is_not_a_file_is_said_as_what_it_is(kind, setting, tmp_path, capsys):
+    make, says = NOT_FILES[kind]
+    (tmp_path / "in").mkdir()
+    with fifo(tmp_path / "in" / "f.wav") if kind == "FIFO" else contextlib.nullcontext() as pipe:
+        path = pipe if kind == "FIFO" else make(tmp_path / "in")
+        err = refused([f"--{setting}={path}"], tmp_path, capsys)
+    assert says in err and str(path) in err and "no such file" not in err and "not found" not in err, err
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["--SAM2_PROMPTS={'\\x1b[31mcat\\x1b[0m': {}, 'astronaut': {}}"], "SAM2_PROMPTS name '\\x1b[31mcat\\x1b[0m' holds "
+                                                                     "a control character (ESC)"),
+    (["--SAM2_PROMPTS={'cat': {}, 'astro\\nnaut': {}}"], "'astro\\nnaut' holds a control character (a newline)"),
+    (["--SAM2_PROMPTS={'cat\\x00': {}, 'astronaut': {}}"], "'cat\\x00' holds a control character (a NUL byte)"),
+    (["--SAM2_PROMPTS={'cat': {'text': 'a \\x1b[5mcat'}, 'astronaut': {}}"], "['text'] 'a \\x1b[5mcat' holds"),
+    (["--KEPT_SOURCES=['rock\\x1b[2Jet']"], "KEPT_SOURCES name 'rock\\x1b[2Jet' holds a control character (ESC)"),
+    (["--EVAL_LABELS={'cat': 'a cat\\r\\nmeowing'}"], "holds a control character (a carriage return, a newline)"),
+    (["--AUDIO_CLASSES={'ca\\x07t': ['Cat']}"], "AUDIO_CLASSES name 'ca\\x07t' holds a control character (U+0007)"),
+    (["--RUN_NAME=run\x1b[31m"], "RUN_NAME 'run\\x1b[31m' holds"),   # a real ESC, as bash's $'\e' gives it
+])
+def test_names_with_control_characters_are_refused_and_shown_escaped(args, shown, tmp_path, capsys):
+    err = refused(args, tmp_path, capsys)
+    assert shown in err, err
+    assert not any(c in err.replace("\n", "") for c in "\x1b\x00\r\x07"), "a control character reached the console"

@@ -288,6 +288,7 @@ def refusal_cases(checkpoints, tmp_path):
                            "CIAP checkpoint not found"),
         "a file that is no CIAP checkpoint": (["--smoke", f"--CIAP_CHECKPOINT={IMAGES[0]}"],
                                               "not a readable safetensors file"),
+        "a folder": (["--smoke", f"--CIAP_CHECKPOINT={IMAGES[0].parent}"], "is a folder"),
         "a smoke checkpoint with the real models": ([f"--CIAP_CHECKPOINT={smoke}"],
                                                     "was trained on the features of CLIP 'tiny random CLIP"),
         "a real-model checkpoint with the smoke models": (
@@ -297,7 +298,7 @@ def refusal_cases(checkpoints, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["a ResNet18 checkpoint", "a scratch-target checkpoint", "a missing file",
-                                  "a file that is no CIAP checkpoint", "a smoke checkpoint with the real models",
+                                  "a file that is no CIAP checkpoint", "a folder", "a smoke checkpoint with the real models",
                                   "a real-model checkpoint with the smoke models"])
 def test_a_bad_checkpoint_is_refused_before_any_model_loads(case, checkpoints, tmp_path, monkeypatch, capsys):
     args, words = refusal_cases(checkpoints, tmp_path)[case]

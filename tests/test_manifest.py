@@ -7,8 +7,11 @@ of float sums), so every run here uses one thread: what is compared is the shard
 """
 import csv
 import filecmp
+import hashlib
 import json
 import os
+import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import free_port
+from conftest import fifo, free_port, refused
 
 import errors
 import inputs
@@ -129,13 +132,25 @@ def test_one_process_manifest_marks_the_failed_pair_runs_duplicates_once_and_sum
     assert record["processes_peak_memory"]["0"]["pairs"] == 5 and record["processes_peak_memory"]["0"]["peak_rss_mib"] > 100
 
 
-def test_two_processes_under_accelerate_give_the_same_bytes(reference, tmp_path):
+def accelerate_launch(*args, processes=2):
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+            str(free_port()), str(ROOT / "main.py"), *args]
+
+
+def test_two_processes_under_accelerate_give_the_same_bytes(reference, tmp_path, capsys):
     manifest, expected, ref = reference
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           str(ROOT / "main.py"), *FAST, f"--OUTPUT_DIR={tmp_path}", "--manifest", str(manifest),
-           "--reference", str(ref)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=ONE_THREAD, capture_output=True, text=True, timeout=900)
+    cmd = accelerate_launch(*FAST, f"--OUTPUT_DIR={tmp_path}", "--manifest", str(manifest), "--reference", str(ref))
+    launch = subprocess.Popen(cmd, cwd=ROOT, env=ONE_THREAD, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 900
+    while time.time() < deadline and launch.poll() is None and not list(tmp_path.glob("*/run.json")):
+        time.sleep(0.2)
+    assert launch.poll() is None, launch.communicate()[1][-3000:]   # its pairs take a minute
+    # the launch's main process holds the folder for both: a resume of it is refused
+    assert main.main(["--resume", str(next(tmp_path.iterdir()))]) == 2
+    assert "(a manifest run, the main one of 2 processes" in capsys.readouterr().err
+    stdout, stderr = launch.communicate(timeout=900)
+    proc = subprocess.CompletedProcess(cmd, launch.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run_dir,) = tmp_path.iterdir()   # one run folder: the main process's, shared with the other
     assert_same_results(run_dir, expected)
@@ -160,9 +175,11 @@ def test_a_pair_alone_gives_the_same_bytes_as_in_the_manifest(reference, tmp_pat
         assert filecmp.cmp(run_dir / name, expected / "pair003_astronaut-to-cat" / name, shallow=False), name
 
 
-def oom_in_pair_4(real_step7):
-    """step 7 of the row with no kept source (row 4) runs out of GPU memory, as on a crowded GPU."""
+def oom_in_pair_4(real_step7, run_dir, holders):
+    """step 7 of the row with no kept source (row 4) runs out of GPU memory, as on a crowded GPU. holders: the
+    process named in the run folder's lock at each step 7."""
     def step7(images, tok, emb_finals, models, cfg, *args, **kwargs):
+        holders.append(runs.read_lock(run_dir).get("pid"))
         if cfg["KEPT_SOURCES"] == []:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_step7(images, tok, emb_finals, models, cfg, *args, **kwargs)
@@ -180,17 +197,29 @@ def test_interrupted_after_two_pairs_then_resumed_ends_equal(reference, tmp_path
         if attempts and runs.read_run_json(attempts[0].parent).get("status") == "finished":
             break
         time.sleep(0.2)
+    (run_dir,) = tmp_path.iterdir()
+    # while it runs, the folder is held: a resume of it is refused, naming the run's process, and changes nothing
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert main.main(["--resume", str(run_dir)]) == 2
+    said = capsys.readouterr()
+    assert f"is in use by process {proc.pid} on host {platform.node()} (a manifest run" in said.err
+    assert "Loading every model" not in said.out and sorted(p.name for p in run_dir.iterdir()) == before
     proc.send_signal(signal.SIGINT)   # Ctrl-C while pair 3 attempts
     assert proc.wait(timeout=120) == 130, proc.stderr.read()[-2000:]
-    (run_dir,) = tmp_path.iterdir()
+    last_words = proc.stderr.read()
+    assert f"What the run made so far stays in {run_dir}" in last_words and "No run folder" not in last_words
+    assert f"python main.py --resume {run_dir} runs the rest" in last_words
     assert runs.read_run_json(run_dir)["status"] == "interrupted" and not (run_dir / "pairs.csv").exists()
+    assert not (run_dir / runs.LOCK_NAME).exists()   # released on the way out
     kept = {f: (run_dir / f / "manipulated.wav").stat().st_mtime_ns for f in RUNNING_PAIRS[:2]}
     assert runs.read_run_json(run_dir / RUNNING_PAIRS[2]).get("status") in ("interrupted", None)
 
     # resumed once, and pair 4 attempts out of memory this time: it is marked failed, the others go on
-    monkeypatch.setattr(main, "step7_audio", oom_in_pair_4(main.step7_audio))
+    holders = []
+    monkeypatch.setattr(main, "step7_audio", oom_in_pair_4(main.step7_audio, run_dir, holders))
     assert main.main(["--resume", str(run_dir)]) == 0
     monkeypatch.undo()
+    assert holders == [os.getpid()] * 2 and not (run_dir / runs.LOCK_NAME).exists()   # held while it ran
     out = capsys.readouterr().out
     assert "2 finished earlier, 3 to run" in out and "FAILED pair 4: OutOfMemoryError" in out
     rows = {r["pair"]: r for r in table(run_dir)}
@@ -208,6 +237,72 @@ def test_interrupted_after_two_pairs_then_resumed_ends_equal(reference, tmp_path
     record = runs.read_run_json(run_dir)
     assert record["status"] == "finished" and [r["previous_status"] for r in record["resumed"]] == [
         "interrupted", "finished"]
+    # what each pair ran with: the manifest's hash and its row, as the resume's check reads them
+    sha = hashlib.sha256((run_dir / "manifest.csv").read_bytes()).hexdigest()
+    assert record["manifest_sha256"] == sha and record["resumed"][-1]["manifest_sha256"] == sha
+    rows = list(csv.DictReader(open(manifest, newline="")))
+    for i, folder in enumerate(RUNNING_PAIRS, start=1):
+        ran = runs.read_run_json(run_dir / folder)["manifest_row"]
+        assert ran == {"row": i, "fields": rows[i - 1], "manifest_sha256": sha}
+
+
+def test_an_accelerate_launch_on_a_held_run_folder_is_refused_in_every_process(reference, tmp_path):
+    _, expected, _ = reference
+    run_dir = shutil.copytree(expected, tmp_path / "run")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with runs.RunLock(run_dir, "a resume"):   # another resume of it is going on
+        launch = subprocess.run(accelerate_launch("--resume", str(run_dir)), cwd=ROOT, env=ONE_THREAD,
+                                capture_output=True, text=True, timeout=600)
+    assert launch.returncode != 0
+    said = f"Error: {run_dir} is in use by process {os.getpid()} on host {platform.node()} (a resume"
+    assert said in launch.stderr, launch.stderr[-3000:]
+    assert "Loading every model" not in launch.stdout
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before   # nothing moved or rewritten
+
+
+def test_a_resume_refuses_a_manifest_changed_under_its_finished_pairs(reference, tmp_path, capsys):
+    _, expected, _ = reference
+    run_dir = shutil.copytree(expected, tmp_path / "run")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    original = (run_dir / "manifest.csv").read_text()
+    lines = original.splitlines(keepends=True)
+    lines[2] = lines[2].replace(",cat,440,320,", ",cat,500,320,")   # row 2: a point moved
+    (run_dir / "manifest.csv").write_text("".join(lines[:5]))       # rows 5 and 6 deleted
+    assert main.main(["--resume", str(run_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "Loading every model" not in out
+    assert f"--resume {run_dir}: its manifest.csv changed since these finished pairs ran" in err
+    assert "row 2 (pair002_cat-to-astronaut, finished): remove_x was '440', now '500'" in err
+    assert "row 6" not in err   # pair 6 failed: a resume redoes it anyway, and a deleted row is not run
+    assert "A resume keeps finished pairs as they are" in err and "python main.py --manifest" in err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != "manifest.csv"} == {
+        p: b for p, b in before.items() if p.name != "manifest.csv"}
+    # the failed pair's row edited (the way to fix a failed row): the resume goes on and says so
+    lines = original.splitlines(keepends=True)
+    lines[6] = lines[6].replace(",cat,,,astronaut,,,", ",cat,448,330,astronaut,,,")
+    (run_dir / "manifest.csv").write_text("".join(lines))
+    record = runs.read_run_json(run_dir)
+    cfg = manifest.resume_target(run_dir, settings.default_config(main), settings.default_config(main))[1]
+    edited = manifest.prepare_manifest(cfg, run_dir / "manifest.csv", base_dir=record["manifest_dir"])
+    (note,) = manifest.check_unchanged(run_dir, edited, record)
+    assert "row 6 (pair006_cat-to-astronaut, failed): remove_x was '', now '448'; remove_y was '', now '330'" in note
+    assert "runs with the row as it is now" in note
+
+
+def test_ctrl_c_before_a_resume_changed_anything_says_the_folder_is_as_it_was(reference, tmp_path, monkeypatch,
+                                                                             capsys):
+    _, expected, _ = reference
+    run_dir = shutil.copytree(expected, tmp_path / "run")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(manifest, "load_models", ctrl_c)
+    assert main.main(["--resume", str(run_dir)]) == 130
+    err = capsys.readouterr().err
+    assert f"The resume stopped before it changed anything: {run_dir} is as it was" in err
+    assert "No run folder" not in err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_resume_refuses_what_it_cannot_resume(tmp_path, capsys):
@@ -339,3 +434,74 @@ def test_smoke_manifest_with_empty_coordinates_runs(tmp_path):
     (pair,) = [p for p in run_dir.iterdir() if p.is_dir()]
     record = json.loads((pair / "run.json").read_text())
     assert record["status"] == "finished" and record["masks"]["added"]["text"] == "a photo of an astronaut"
+
+
+# -----------------------------------------------------------------------------
+# manifests that would be misread, references that would hang, names that are not printable (issue 25)
+
+def test_a_manifest_without_its_header_or_with_stray_fields_says_what_happened(tmp_path, capsys):
+    text = write_manifest(tmp_path / "pairs.csv").read_text().splitlines()
+    headless = tmp_path / "headless.csv"
+    headless.write_text("\n".join(text[1:3]) + "\n")
+    err = refused(["--manifest", str(headless)], tmp_path, capsys)
+    assert "has no header row: its first line" in err and "holds data, not column names" in err
+    assert f"Add this line above it: {manifest.HEADER_LINE} (then the names of the optional columns" in err
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "pairs.csv").write_text("\n".join(text) + "\n")
+    err = refused(["--manifest", str(folder)], tmp_path, capsys)
+    assert (f"manifest {folder} is a folder, not a file: give the CSV file itself, e.g. --manifest "
+            f"{folder / 'pairs.csv'}") in err
+    with fifo(tmp_path / "pipe.csv") as pipe:
+        assert "is a FIFO (named pipe), not a regular file" in refused(["--manifest", str(pipe)], tmp_path, capsys)
+    o, e = IMAGES / "original.jpg", IMAGES / "edited.jpg"
+    odd = tmp_path / "odd.csv"
+    odd.write_text(f"{text[0]}\n"
+                   f"{o},{e},cat,448,330,astronaut,410,370,130,460,rocket\n"   # points with ',' instead of ';'
+                   f"{o},{e},cat,448,330\n"                                     # cut short before the added object
+                   f"{o},{e},cat,448,330,astronaut,410,130\n")                  # only the optional 'kept' missing
+    m = manifest.prepare_manifest(settings.default_config(main), odd)
+    out = capsys.readouterr().out
+    assert [s["pair"] for s in m.skipped] == [1, 2] and [p[0] for p in m.pairs] == [3]
+    assert "the row has 11 fields but the header 9: the last 2 ('460', 'rocket') belong to no column" in out
+    assert "separate several points with \";\"" in out
+    assert "the row has 5 fields but the header 9: nothing for add, add_x, add_y" in out
+    assert "WARNING: manifest row 3 has 8 of the header's 9 fields: its kept read as empty" in out
+    assert m.pairs[0][1]["KEPT_SOURCES"] == [] and m.rows[2]["kept"] == ""
+
+
+def test_control_characters_in_a_manifests_names_skip_the_row_shown_escaped(tmp_path, capsys):
+    o, e = IMAGES / "original.jpg", IMAGES / "edited.jpg"
+    csv_path = tmp_path / "pairs.csv"
+    csv_path.write_text("original,edited,remove,remove_x,remove_y,add,add_x,add_y,kept,eval_labels\n"
+                        f"{o},{e},\x1b[31mcat\x1b[0m,448,330,astronaut,410,130,rocket,\n"
+                        f'{o},{e},cat,448,330,"astro\nnaut",410,130,rocket,\n'
+                        f"{o},{e},cat,448,330,astronaut,410,130,rock\x00et,\n"
+                        f"{o},{e},cat,448,330,astronaut,410,130,rocket,cat=a cat\x1b[5m meowing\n"
+                        f"{o},{e},cat,448,330,astronaut,410,130,rocket,\n")
+    m = manifest.prepare_manifest(settings.default_config(main), csv_path)
+    out = capsys.readouterr().out
+    assert [s["pair"] for s in m.skipped] == [1, 2, 3, 4] and [p[0] for p in m.pairs] == [5]
+    for said in ("SAM2_PROMPTS name '\\x1b[31mcat\\x1b[0m' holds a control character (ESC)",
+                 "SAM2_PROMPTS name 'astro\\nnaut' holds a control character (a newline)",
+                 "KEPT_SOURCES name 'rock\\x00et' holds a control character (a NUL byte)",
+                 "EVAL_LABELS['cat'] 'a cat\\x1b[5m meowing' holds a control character (ESC)"):
+        assert said in out, out
+    assert not any(c in out for c in "\x1b\x00") and len(out.splitlines()) == 4   # one line per skipped row
+
+
+def test_a_reference_folder_is_checked_before_any_model_and_a_fifo_never_opened(tmp_path, capsys):
+    csv_path = write_manifest(tmp_path / "pairs.csv")
+    real = write_reference(tmp_path / "real")
+    with fifo(real / "stream.wav"):
+        err = refused(["--manifest", str(csv_path), "--reference", str(real)], tmp_path, capsys)
+    assert f"--reference {real}: {real / 'stream.wav'} is a FIFO (named pipe), not a regular file" in err
+    (real / "notes.wav").write_text("not audio")
+    err = refused(["--manifest", str(csv_path), "--reference", str(real)], tmp_path, capsys)
+    assert f"{real / 'notes.wav'} is not audio that soundfile reads" in err
+    text = csv_path.read_text().splitlines()
+    with_ref = tmp_path / "with_ref.csv"
+    with fifo(tmp_path / "one.wav"):
+        with_ref.write_text("\n".join([text[0] + ",reference_audio", text[1] + ",one.wav"]) + "\n")
+        err = refused(["--manifest", str(with_ref)], tmp_path, capsys)
+    assert f"manifest row 1: reference_audio one.wav: {tmp_path / 'one.wav'} is a FIFO" in err

@@ -1,5 +1,6 @@
 """metrics.py: the Fréchet distance against scipy's matrix square root and closed forms, VGGish's
 architecture and front end (a tiny random-weight twin), and `python evaluation.py fad` on folders."""
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 import scipy.linalg
 import soundfile as sf
 import torch
+from conftest import fifo
 
 import metrics
 from model.checkpoints import CheckpointError
@@ -334,3 +336,50 @@ def test_fd_and_kl_cli_on_folders(tmp_path, capsys):
     (noise / "clip0.wav").rename(other / "x.wav")
     unpaired = run("kl", str(tones), str(other))
     assert unpaired.returncode == 2 and "share no file keys" in unpaired.stderr
+
+
+# -----------------------------------------------------------------------------
+# files that are not audio: named, never opened when they are not regular files (issue 25)
+
+BAD_FILES = {   # name in the folder -> (make it, what the message says)
+    "text.wav": (lambda p: p.write_text("not audio at all"),
+                 "is not audio that soundfile reads (Format not recognised"),
+    "zero.wav": (lambda p: p.symlink_to("/dev/zero"), "is a character device, not a regular file"),
+    "loop.wav": (lambda p: p.symlink_to(p), "is a symbolic link that loops"),
+    "fifo.wav": (None, "is a FIFO (named pipe), not a regular file"),
+}
+
+
+@pytest.mark.parametrize("what", ["fad", "fd", "kl"])
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_a_wav_that_is_not_audio_stops_with_its_name_before_any_model(name, what, tmp_path, capsys, monkeypatch):
+    tones, tones2 = write_set(tmp_path / "tones", "tone"), write_set(tmp_path / "tones2", "tone")
+    make, says = BAD_FILES[name]
+    for loader in ("tiny_vggish", "tiny_cnn14", "load_vggish", "load_cnn14"):   # checked before any model loads
+        monkeypatch.setattr(metrics, loader, lambda *a, **k: pytest.fail("a model loaded before the files were checked"))
+    with fifo(tones / name) if make is None else contextlib.nullcontext():
+        if make is not None:
+            make(tones / name)
+        assert metrics.main([what, str(tones), str(tones2), "--smoke"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tones / name} {says}" in err and "stopped, because a set-level figure uses every file" in err, err
+    assert "Traceback" not in err
+
+
+def test_sub_folders_are_searched_and_the_reader_never_opens_a_fifo(tmp_path):
+    tones = write_set(tmp_path / "tones", "tone")
+    (tones / "more.wav").mkdir()   # a folder with an audio name is searched, not read
+    write_set(tones / "more.wav" / "deeper", "tone", n=1)
+    assert [p.relative_to(tones).as_posix() for p in metrics.wav_files(tones)] == [
+        "clip0.wav", "clip1.wav", "clip2.wav", "more.wav/deeper/clip0.wav"]
+    with fifo(tmp_path / "pipe.wav") as pipe:
+        with pytest.raises(ValueError, match="pipe.wav is a FIFO"):
+            metrics._read(pipe)
+        with pytest.raises(ValueError, match="pipe.wav is a FIFO"):
+            metrics.reference_files([tones, pipe])
+    (tmp_path / "text.wav").write_text("not audio")
+    with pytest.raises(ValueError, match="text.wav: reading its samples failed \\(Format not recognised\\)"):
+        metrics._read(tmp_path / "text.wav")
+    (tmp_path / "cut.wav").write_bytes((tones / "clip0.wav").read_bytes()[:60])   # a header and 8 samples
+    with pytest.raises(ValueError, match="cut.wav: VGGish cannot embed it \\(8 samples at 16000 Hz"):
+        metrics.set_embeddings([tmp_path / "cut.wav"], metrics.tiny_vggish())

@@ -82,6 +82,23 @@ def test_help_lists_every_constant(capsys):
     assert all(f"--{k}=" in out for k in settings.constants(main))
 
 
+def test_help_shows_every_mode_with_an_example(capsys):
+    import inspect
+    import re
+    assert main.main(["--help"]) == 0
+    examples = [line.strip() for line in capsys.readouterr().out.splitlines()
+                if line.strip().startswith(("python main.py", "accelerate launch"))]
+    flags = set(re.findall(r'"(--[a-z]+)"', inspect.getsource(settings.parse_args))) - {"--help"}
+    assert flags >= {"--smoke", "--sweep", "--manifest", "--reference", "--resume"}   # the parser's own flags
+    for flag in flags:   # every flag the command line reads has an example line that uses it
+        assert any(re.search(rf"{flag}\b", line) for line in examples), flag
+    assert any(line.startswith("accelerate launch --multi_gpu --num_processes") and "--manifest" in line
+               for line in examples)   # several GPUs
+    assert any("--AUDIO_INPUT=" in line and "--EDIT_STRENGTH=" in line and "--EDIT_METHOD=" in line
+               for line in examples)   # step 8 and its settings
+    assert any(line.startswith("python main.py --help") for line in examples)
+
+
 # -----------------------------------------------------------------------------
 # every value checked before any model loads
 
@@ -257,6 +274,7 @@ def test_the_checks_read_the_rules_table(monkeypatch):
 def test_help_shows_each_constant_with_its_comment_and_valid_range(capsys):
     assert main.main(["--help"]) == 0
     out = capsys.readouterr().out
+    out = out[out.index("Settings (defaults"):]   # below the modes' examples, which use constants too
     comments = settings.constant_comments(main)
     for name, rule in settings.RULES.items():
         block = out[out.index(f"\n  --{name}=") + 1:].split("\n  --")[0]   # its line and the one under it
