@@ -241,7 +241,8 @@ def test_the_browser_bench_runs_on_the_ciap_back_end(checkpoints, tmp_path):
     argv, command = app.reproduce_command(bench.cfg, {})
     assert f"--CIAP_CHECKPOINT={path}" in argv
     with contextlib.redirect_stdout(io.StringIO()):
-        run_dir, _ = bench.run(bench.config(argv), command)
+        run_cfg, mode = app.run_config(argv)
+        run_dir, _ = bench.run(run_cfg, command, mode=mode)
     record = json.loads((Path(run_dir) / "run.json").read_text())
     assert record["status"] == "finished" and record["back_end"] == "ciap" and record["command"] == command
 
