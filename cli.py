@@ -75,7 +75,8 @@ def run(plan, cfg, mode, manifest):
     """One mode of the command line: 'run' or 'sweep' of one edit pair, or a 'manifest' / 'resume' of many."""
     from loader import load_models
     if cfg["SMOKE"]:
-        print("=" * 78 + "\nSMOKE RUN: tiny RANDOM-WEIGHT models (CLIP, SAM2, YOLO, SSV2A, AudioLDM, AST, CLAP) on "
+        road = "a smoke-trained CIAP head" if cfg["CIAP_CHECKPOINT"] else "YOLO, SSV2A"
+        print("=" * 78 + f"\nSMOKE RUN: tiny RANDOM-WEIGHT models (CLIP, SAM2, {road}, AudioLDM, AST, CLAP) on "
               "the CPU.\nThe masks are arbitrary and the audio is noise: this checks the plumbing, not the method.\n"
               + "=" * 78)
     if mode in ("manifest", "resume"):   # sharded over the processes accelerate started (or this one)

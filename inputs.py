@@ -7,6 +7,7 @@ truncated files, EXIF rotation), checks each point against the image and against
 sees, the names against each other and against AudioSet's class names, and the recording of step 8
 (audio_io.read_audio_input). `notes` are warnings for the console and run.json.
 """
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -232,7 +233,35 @@ def prepare_inputs(cfg):
     check_audio_class_names(cfg, source_names(cfg, prompts))   # unknown AudioSet names too
     if cfg["AUDIO_INPUT"]:
         notes += read_audio_input(cfg["AUDIO_INPUT"], cfg["DURATION"])[1]   # a bad recording fails now, too
+    if cfg["CIAP_CHECKPOINT"]:
+        check_ciap_checkpoint(cfg["CIAP_CHECKPOINT"], cfg["SMOKE"])
     return images, prompts, notes
+
+
+def check_ciap_checkpoint(path, smoke):
+    """The CIAP back end's checkpoint, before any model loads: there, a CIAP file, a CLIP head mapping into CLAP's
+    space (not ResNet18, not a scratch target), trained on the CLIP and CLAP this run uses. UserError otherwise.
+    A file checked once is not read again while it stays the same (a manifest checks it for every row)."""
+    problem = path_problem(path)   # a folder or a FIFO is said as what it is, and never opened
+    if problem and problem != MISSING:
+        raise UserError(f"CIAP_CHECKPOINT {shown(path)} {problem}: give the ciap.safetensors of a train_ciap.py run, "
+                        "or --CIAP_CHECKPOINT='' for SSV2A's remixer")
+    try:
+        stat = os.stat(path)
+        stamp = (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        stamp = None   # missing: read_ciap says so
+    _check_ciap_file(str(path), stamp, bool(smoke))
+
+
+@functools.lru_cache(maxsize=8)
+def _check_ciap_file(path, stamp, smoke):
+    from model import ciap
+    from model.checkpoints import CheckpointError
+    try:
+        ciap.check_ciap_file(path, "clip-head", *ciap.run_model_names(smoke))
+    except CheckpointError as err:
+        raise UserError(f"CIAP_CHECKPOINT: {shown(err)}") from err
 
 
 def same_file(a, b):

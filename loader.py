@@ -2,6 +2,7 @@
 
     models, notes = load_models(cfg, [(cfg, source_names)])   # real checkpoints (checked), or tiny twins (--smoke)
     models.clip, models.sam2, models.yolo, models.ssv2a, models.aldm, models.ast, models.clap
+    models.ciap                                                # the CIAP back end's head (CIAP_CHECKPOINT set)
 
 A real run first makes sure every checkpoint file is there (fetched when online) and then opens every model,
 so a missing or broken file stops the run before any mask or audio is made and before a run folder exists.
@@ -17,6 +18,7 @@ class Models:
     """Every model the pipeline uses, loaded lazily and once. smoke=True: tiny random-weight models, CPU."""
 
     NAMES = ("clip", "sam2", "yolo", "ssv2a", "aldm", "ast", "clap")
+    CIAP_NAMES = ("clip", "sam2", "ciap", "aldm", "ast", "clap")   # the CIAP back end: no YOLO, no SSV2A
 
     def __init__(self, cfg):
         from util import get_device
@@ -27,13 +29,21 @@ class Models:
             raise UserError(f"DEVICE={cfg['DEVICE']!r}: {err}") from err
         self.config_path = Path(cfg["CONFIG_PATH"])
         self.checkpoint_path = Path(cfg["CHECKPOINT_PATH"])
+        self.ciap_path = cfg["CIAP_CHECKPOINT"]   # '' = SSV2A's remixer
         self.load_seconds = {}
+
+    @property
+    def names(self):
+        """The models this run's back end uses: step 7 through SSV2A (YOLO + remixer) or a CIAP head."""
+        return self.CIAP_NAMES if self.ciap_path else self.NAMES
 
     def load_all(self):
         """Open every model now, so a broken checkpoint stops the run before any work (and no folder is made)."""
         print(f"Loading every model on {self.device} (each checkpoint is opened and checked before any work) ...")
+        if self.ciap_path:
+            print(f"  back end: CIAP head {self.ciap_path} (YOLO and SSV2A's remixer are not used)")
         start = time.perf_counter()
-        for name in self.NAMES:
+        for name in self.names:
             t = time.perf_counter()
             getattr(self, name)
             self.load_seconds[name] = round(time.perf_counter() - t, 2)
@@ -69,6 +79,13 @@ class Models:
         return pipeline.load_ssv2a(self.config_path, self.checkpoint_path, self.device)
 
     @functools.cached_property
+    def ciap(self):
+        """The CIAP back end's head (ClipToClap): refused unless trained on the CLIP and CLAP this run uses."""
+        from model import ciap
+        clip_name, clap_name = ciap.run_model_names(self.smoke)
+        return ciap.load_ciap(self.ciap_path, self.device, clip_model=clip_name, clap_model=clap_name)
+
+    @functools.cached_property
     def aldm(self):
         from model import aldm
         return aldm.tiny_audioldm() if self.smoke else aldm.load_audioldm(self.device)
@@ -88,11 +105,14 @@ def check_checkpoints(cfg):
     """Every checkpoint file a real run needs is there (fetched now when online) or listed with its fix."""
     from model.checkpoints import CHECKPOINTS, CheckpointError, checkpoint_path, hf_model_dir
     problems = []
-    if not Path(cfg["CONFIG_PATH"]).is_file():
+    ciap = bool(cfg["CIAP_CHECKPOINT"])   # the CIAP back end needs neither SSV2A nor YOLO (its head: inputs.py)
+    if not ciap and not Path(cfg["CONFIG_PATH"]).is_file():
         problems.append(f"SSV2A config {cfg['CONFIG_PATH']} not found (the repo ships ssv2a.json at its root; "
                         f"set --CONFIG_PATH)")
     ssv2a = Path(cfg["CHECKPOINT_PATH"])
     for name in ["ssv2a", "clip", "sam2", "yolo", "audioldm", "clap", "roberta", "ast"]:
+        if ciap and name in ("ssv2a", "yolo"):
+            continue
         if name == "ssv2a" and ssv2a.is_file():
             continue   # there: its loader checks it against CONFIG_PATH (another config's file has another size)
         try:

@@ -45,6 +45,7 @@ OUTPUT_DIR = "outputs"               # each run gets its own sub-folder here
 RUN_NAME = ""                        # suffix of the run folder; '' = '<removed>-to-<added>'
 CONFIG_PATH = "ssv2a.json"           # SSV2A configuration (the release's ssv2a.json)
 CHECKPOINT_PATH = "checkpoints/ssv2a.pth"  # SSV2A weights (python -m model.checkpoints ssv2a says where)
+CIAP_CHECKPOINT = ""                 # '' = SSV2A's remixer (the plan's); a train_ciap.py ciap.safetensors = CIAP
 # The objects: first entry = object to REMOVE (in I_0), second = object to ADD (in I_1). Either SAM2 points
 # ({"x": [...], "y": [...], "labels": [...]}: pixels, labels 1 = on the object, 0 = not on it; find them with
 # verify_masks.py) or {} to find the object by its name (SAM2 proposals ranked by CLIP; {"text": "..."} words
@@ -267,28 +268,49 @@ def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None, 
     slots [2 + n, 64, 768], detections). Rows 0 and 1 are the baselines; a row of seed s draws its cycle-mix
     and AudioLDM noise from s alone, so the rows of one seed differ only by their slots. progress: main_pipeline's
     callback, told ('audio', k, n) before each batch (the batch starts with seed k of n).
+    With CIAP_CHECKPOINT (the CIAP back end) the rows are CLIP(I_0), CLIP(I_1) and each E_final, [2 + n, 768] in
+    place of the slots, each mapped by the trained head into CLAP's space and drawn as above; no YOLO, no
+    remixer, so `sources` is ignored and the detections are empty.
     """
     import numpy as np
     import torch
-    from model.pipeline import slots_to_audio
     from settings import audio_steps
-    print("\n=== STEP 7: audio via hybrid SSV2A (YOLO -> slots -> cycle_mix -> AudioLDM) ===")
     seeds = eval_seeds(cfg) if seeds is None else list(seeds)
-    slots_base, detections = sources if sources is not None else detect_sources(images, tok, models)
-    slots_manip = slots_base[1:2].repeat(len(emb_finals), 1, 1)
-    slots_manip[:, 0] = emb_finals.to(slots_manip)   # plan step 8.2: our embedding is the global context
-    slots = torch.cat([slots_base, slots_manip])
+    steps = audio_steps(cfg)
+    if cfg["CIAP_CHECKPOINT"]:
+        from model.ciap import clips_to_audio, describe
+        print("\n=== STEP 7: audio via CIAP (CLIP -> trained head -> CLAP space -> AudioLDM; no YOLO, no remixer) ===")
+        # the CLS tokens are CLIP's image embeddings, what the head was trained on (util.clip_image_embeddings)
+        slots = torch.cat([torch.stack([tok["cls_0"], tok["cls_1"]]), emb_finals.to(tok["cls_0"])])
+        detections = [[], []]
+        print(f"  {describe(models.ciap.info)}\n  rows {tuple(slots.shape)} = CLIP(I_0), CLIP(I_1), "
+              f"{len(emb_finals)} E_final; YOLO detection is not used by this back end")
+
+        def draw(rows, row_seeds):
+            return clips_to_audio(rows, models.ciap, models.aldm, duration=cfg["DURATION"], steps=steps,
+                                  guidance=cfg["GUIDANCE"], seed=row_seeds, sampler=cfg["SAMPLER"])
+    else:
+        from model.pipeline import slots_to_audio
+        print("\n=== STEP 7: audio via hybrid SSV2A (YOLO -> slots -> cycle_mix -> AudioLDM) ===")
+        slots_base, detections = sources if sources is not None else detect_sources(images, tok, models)
+        slots_manip = slots_base[1:2].repeat(len(emb_finals), 1, 1)
+        slots_manip[:, 0] = emb_finals.to(slots_manip)   # plan step 8.2: our embedding is the global context
+        slots = torch.cat([slots_base, slots_manip])
+        print(f"  slots {tuple(slots.shape)}: rows = baseline_original, baseline_edited, {len(emb_finals)} "
+              f"manipulated; object slots filled per image: {[min(len(d), slots.shape[1] - 1) for d in detections]} of "
+              f"{slots.shape[1] - 1}" + ("; slot 0 pinned" if cfg["PIN_GLOBAL"] else ""))
+
+        def draw(rows, row_seeds):
+            return slots_to_audio(rows, models.ssv2a, models.aldm, its=cfg["CYCLE_ITS"], samples=cfg["CYCLE_SAMPLES"],
+                                  var_samples=cfg["VAR_SAMPLES"], duration=cfg["DURATION"], steps=steps,
+                                  guidance=cfg["GUIDANCE"], seed=row_seeds,
+                                  pin_global=cfg["PIN_GLOBAL"], sampler=cfg["SAMPLER"])
     # a row whose slots equal an earlier row's bit for bit (the method switched off: E_final is the plain CLIP
     # of I_1) is drawn once and copied, so the two audios are identical rather than apart by float arithmetic
     same_as = [next(j for j in range(r + 1) if torch.equal(slots[j], slots[r])) for r in range(len(slots))]
     drawn = sorted(set(same_as))
     rows = [(s, r) for s in seeds for r in drawn]
-    steps = audio_steps(cfg)
-    print(f"  slots {tuple(slots.shape)}: rows = baseline_original, baseline_edited, {len(emb_finals)} manipulated; "
-          f"object slots filled per image: {[min(len(d), slots.shape[1] - 1) for d in detections]} of "
-          f"{slots.shape[1] - 1}; "
-          f"{len(seeds)} seed(s) {seeds}; "
-          f"{cfg['SAMPLER']} x {steps} steps" + ("; slot 0 pinned" if cfg["PIN_GLOBAL"] else ""))
+    print(f"  {len(seeds)} seed(s) {seeds}; {cfg['SAMPLER']} x {steps} steps")
     audio, claps = [], []
     # whole seeds per AudioLDM call: the rows of one seed share a batch, so the manipulated and baseline rows
     # they are compared with go through the same batched arithmetic
@@ -302,10 +324,7 @@ def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None, 
         chunk = rows[start:start + batch]
         if progress is not None:
             progress("audio", seeds.index(chunk[0][0]) + 1, len(seeds))
-        a, c = slots_to_audio(slots[[r for _, r in chunk]], models.ssv2a, models.aldm, its=cfg["CYCLE_ITS"],
-                              samples=cfg["CYCLE_SAMPLES"], var_samples=cfg["VAR_SAMPLES"], duration=cfg["DURATION"],
-                              steps=steps, guidance=cfg["GUIDANCE"], seed=[s for s, _ in chunk],
-                              pin_global=cfg["PIN_GLOBAL"], sampler=cfg["SAMPLER"])
+        a, c = draw(slots[[r for _, r in chunk]], [s for s, _ in chunk])
         audio.append(a)
         claps.append(c)
         if len(rows) > batch:
@@ -313,7 +332,7 @@ def step7_audio(images, tok, emb_finals, models, cfg, sources=None, seeds=None, 
     column = [drawn.index(j) for j in same_as]
     audio = np.concatenate(audio).reshape(len(seeds), len(drawn), -1)[:, column]
     claps = torch.cat(claps).reshape(len(seeds), len(drawn), -1)[:, column]
-    print(f"  remix CLAPs {tuple(claps.shape)} -> audio {audio.shape} at {models.sample_rate} Hz")
+    print(f"  CLAP-space embeddings {tuple(claps.shape)} -> audio {audio.shape} at {models.sample_rate} Hz")
     return audio, claps, slots, detections
 
 
@@ -455,7 +474,7 @@ def main_pipeline(cfg, models, run_dir, images, prompts, record, progress=None):
                      run_dir / "embeddings.pt")
         record.update(detections=detection_record(detections), audio_seconds=cfg["DURATION"], sample_rate=sr,
                       seeds=seeds, wavs=wavs, e_final_reach=reach, timings_s=timer.seconds)
-        print(f"\n  E_final's reach (remix CLAP cosine distance, mean over seeds): to baseline_edited "
+        print(f"\n  E_final's reach (CLAP-space conditioning, cosine distance, mean over seeds): to baseline_edited "
               f"{reach['mean_to_baseline_edited']:.4f}, to baseline_original {reach['mean_to_baseline_original']:.4f}")
 
         step("evaluation")

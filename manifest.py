@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from errors import MISSING, UserError, path_problem, shown
-from inputs import prepare_inputs, source_names
+from inputs import check_ciap_checkpoint, prepare_inputs, source_names
 from loader import load_models
 from runs import (RunLock, earlier_attempts, keep_aside, new_run_dir, read_run_json, recorded_run, run_file,
                   run_record, write_csv, write_json)
@@ -210,6 +210,8 @@ def prepare_manifest(cfg, manifest, base_dir=None):
     """Every row checked before any model loads; duplicates of an earlier row are warned about and run once."""
     data = manifest_bytes(manifest)
     rows = parse_manifest(data, manifest)
+    if cfg["CIAP_CHECKPOINT"]:   # one back end for every row: a bad checkpoint refuses the manifest, not each row
+        check_ciap_checkpoint(cfg["CIAP_CHECKPOINT"], cfg["SMOKE"])
     base_dir = Path(base_dir) if base_dir else Path(manifest).resolve().parent
     pairs, skipped, duplicates, notes, seen = [], [], [], [], {}
     for i, row in enumerate(rows, start=1):

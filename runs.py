@@ -509,6 +509,11 @@ def run_record(cfg, models, mode, images=None, prompts=None, notes=()):
     ssv2a = vars(models).get("ssv2a")   # loaded by now in a real run; never loaded only for the record
     if getattr(ssv2a, "checkpoint_file", None):   # the SSV2A weights read: path, size, SHA-256
         record["ssv2a_checkpoint"] = ssv2a.checkpoint_file
+    record["back_end"] = "ciap" if cfg.get("CIAP_CHECKPOINT") else "ssv2a"
+    head = vars(models).get("ciap")
+    if head is not None:   # the CIAP head read: path, size, SHA-256 and what it was trained as
+        from model.ciap import describe
+        record["ciap_checkpoint"] = {**head.checkpoint_file, "describe": describe(head.info)}
     if images is not None:
         record.update(images={"original": str(images[0]), "edited": str(images[1])},
                       removed=prompts[0].name, added=prompts[1].name,

@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from audio_io import resample
-from model.checkpoints import (CheckpointError, _first, check_tokenizer, checkpoint_path, hf_model_dir,
+from model.checkpoints import (CHECKPOINTS, CheckpointError, _first, check_tokenizer, checkpoint_path, hf_model_dir,
                                load_pretrained_strictly, load_torch_file, read_pretrained, state_dict_problems)
 from util import get_device
 
@@ -270,6 +270,12 @@ def _load_clap(device_str):
     return ClapScorer(model.to(device_str).eval(), tokenizer, device_str, name=f"laion-clap {Path(path).name}")
 
 
+def clap_name(smoke=False, seed=0):
+    """The name the CLAP scorer carries (load_clap's, or tiny_clap(seed)'s), known without loading it: what a CIAP
+    checkpoint records as the CLAP it was trained against."""
+    return f"tiny random CLAP (seed {seed})" if smoke else f"laion-clap {CHECKPOINTS['clap'].filename}"
+
+
 def load_clap(device=None):
     """The real LAION-CLAP scorer (630k-audioset-best.pt), built once per process and device."""
     return _load_clap(str(get_device(device)))
@@ -303,7 +309,7 @@ def tiny_clap(seed=0):
             layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2, initializer_range=0.3))
         model = _assemble_clap(audio_branch, audio_branch.num_features, text_branch, audio_cfg)
     check_roberta_tokenizer(tokenizer, vocab_size=model.text_branch.config.vocab_size)
-    return ClapScorer(model, tokenizer, "cpu", name=f"tiny random CLAP (seed {seed})")
+    return ClapScorer(model, tokenizer, "cpu", name=clap_name(smoke=True, seed=seed))
 
 
 # -----------------------------------------------------------------------------

@@ -31,7 +31,8 @@ SMOKE_SETTINGS = dict(CYCLE_ITS=2, CYCLE_SAMPLES=4, VAR_SAMPLES=4, DURATION=2.0,
 SWEEPABLE = ["SVD_K", "SVD_ALPHA", "SVD_BETA", "MIX_ALPHA", "MIX_BETA", "MIX_GAMMA", "MIX_DIRECT", "MASK_THRESHOLD",
              "PIN_GLOBAL", "SAMPLER", "EDIT_STRENGTH"]
 AUDIO_KEYS = ("PIN_GLOBAL", "SAMPLER")   # settings that act on every audio row, baselines included
-PATH_KEYS = ("IMAGE_DIR", "ORIGINAL", "EDITED", "OUTPUT_DIR", "CONFIG_PATH", "CHECKPOINT_PATH")   # ~ expanded
+PATH_KEYS = ("IMAGE_DIR", "ORIGINAL", "EDITED", "OUTPUT_DIR", "CONFIG_PATH", "CHECKPOINT_PATH",
+             "CIAP_CHECKPOINT")   # ~ expanded
 RUN_NAME_LIMIT = 80                  # characters of RUN_NAME (it becomes a folder name)
 SETTING_TYPES = (int, float, str, bool, list, dict)
 
@@ -342,6 +343,9 @@ def check_settings(cfg, where=""):
     if cfg["EDIT_METHOD"] not in EDIT_METHODS:
         problems.append(f"EDIT_METHOD={cfg['EDIT_METHOD']!r} is not an edit method: it must be one of "
                         f"{', '.join(EDIT_METHODS)}")
+    if not isinstance(cfg["CIAP_CHECKPOINT"], str):
+        problems.append(f"CIAP_CHECKPOINT={cfg['CIAP_CHECKPOINT']!r} must be the path of a ciap.safetensors, or '' "
+                        "(SSV2A's remixer)")
     if not isinstance(cfg["AUDIO_INPUT"], str):
         problems.append(f"AUDIO_INPUT={cfg['AUDIO_INPUT']!r} must be the path of a recording, or '' (off)")
     problems += text_prompt_problems(cfg["TEXT_PROMPT"])

@@ -95,7 +95,8 @@ def run_sweep(plan, cfg, models, run_dir, images, prompts, record, progress=None
         with timer("shared: masks, tokens, detection"):
             (M_neg, M_pos), _ = plan.step1_masks(images, prompts, models, run_dir, cfg)
             tok = plan.step2_clip_tokens(images, models)
-            sources = plan.detect_sources(images, tok, models)
+            # the CIAP back end maps CLIP embeddings alone: no YOLO
+            sources = None if cfg["CIAP_CHECKPOINT"] else plan.detect_sources(images, tok, models)
         shared = dict(plan=plan, cfg=cfg, models=models, run_dir=run_dir, images=images, prompts=prompts, tok=tok,
                       masks=(M_neg, M_pos), sources=sources, timer=timer, progress=progress)
         with timer("per setting: steps 3-6"):

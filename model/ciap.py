@@ -19,6 +19,7 @@ Targets (TARGETS):
 
     ciap = load_ciap("outputs/<run>/ciap.safetensors", "cuda")   # a module: [N, 768] CLIP -> [N, 512], unit norm
     claps = ciap(e_final[None])                                  # ciap.info: encoder, CLIP and CLAP it was trained with
+    audio, claps = clips_to_audio(clips, ciap, aldm, seed=[42, 42])   # main.py's back end (CIAP_CHECKPOINT)
 
 Checkpoints are safetensors files (weights only, nothing in them can run code). The tensors are the model's
 state dict ('image_head.*', 'audio_head.*', 'logit_scale'); a training checkpoint adds the optimizer's state
@@ -346,18 +347,9 @@ class ImagesToClap(nn.Module):
         return self.head(self.backbone(images)).float()
 
 
-def load_ciap(path, device=None, encoder="clip-head", clip_model=None, clap_model=None, backbone=None):
-    """A trained CIAP checkpoint as a module in eval mode, its metadata checked first; CheckpointError otherwise.
-
-    encoder='clip-head' (the back end): a ClipToClap, [N, 768] CLIP embeddings -> [N, 512] CLAP-space unit
-    vectors. A ResNet18 checkpoint, or one whose audio space was trained from scratch, is refused with the reason.
-    encoder='resnet18': an ImagesToClap around `backbone` (default: the registry's ImageNet ResNet18).
-    encoder=None: whichever the file holds. clip_model / clap_model: when given, the names of the CLIP and CLAP the
-    caller uses (model.ciap.REAL_CLIP_NAME, a ClapScorer's name); a checkpoint trained against others is refused,
-    because its weights fit only the features of the models it was trained on.
-    """
-    from util import get_device
-    tensors, meta = read_ciap(path)
+def check_ciap_meta(meta, path, encoder="clip-head", clip_model=None, clap_model=None):
+    """CheckpointError unless a checkpoint's metadata fits the use: its encoder kind, for the back end its target
+    space (CLAP's), and when given, the CLIP and CLAP the caller uses. What load_ciap checks before building."""
     kind = meta["encoder"]
     if encoder is not None and kind != encoder:
         if encoder == "clip-head" and kind == "resnet18":
@@ -376,17 +368,65 @@ def load_ciap(path, device=None, encoder="clip-head", clip_model=None, clap_mode
             raise CheckpointError(f"{path} was trained on the features of {name} {recorded!r}, but {wanted!r} is "
                                   f"used here: its weights fit only the model it was trained with (a smoke "
                                   f"checkpoint fits only the tiny random models). Train it again with this {name}")
+
+
+def check_ciap_file(path, encoder="clip-head", clip_model=None, clap_model=None):
+    """The metadata of a CIAP checkpoint that load_ciap would accept (its tensors checked against the model its
+    metadata describes, on the CPU); CheckpointError otherwise. The input checks call it before any model loads."""
+    tensors, meta = read_ciap(path)
+    check_ciap_meta(meta, path, encoder, clip_model, clap_model)
+    model_from_checkpoint(tensors, meta, path)
+    return meta
+
+
+def run_model_names(smoke=False):
+    """(CLIP name, CLAP name) of the models main.py runs with, as train_ciap.py records them in a checkpoint,
+    known without loading either: a smoke run's tiny twins (seed 0) or the real ViT-L/14 and LAION-CLAP."""
+    import scorers
+    return (tiny_clip_name() if smoke else REAL_CLIP_NAME), scorers.clap_name(smoke)
+
+
+def load_ciap(path, device=None, encoder="clip-head", clip_model=None, clap_model=None, backbone=None):
+    """A trained CIAP checkpoint as a module in eval mode, its metadata checked first; CheckpointError otherwise.
+
+    encoder='clip-head' (the back end): a ClipToClap, [N, 768] CLIP embeddings -> [N, 512] CLAP-space unit
+    vectors. A ResNet18 checkpoint, or one whose audio space was trained from scratch, is refused with the reason.
+    encoder='resnet18': an ImagesToClap around `backbone` (default: the registry's ImageNet ResNet18).
+    encoder=None: whichever the file holds. clip_model / clap_model: when given, the names of the CLIP and CLAP the
+    caller uses (model.ciap.REAL_CLIP_NAME, a ClapScorer's name; run_model_names gives main.py's); a checkpoint
+    trained against others is refused, because its weights fit only the features of the models it was trained on.
+    The module's `checkpoint_file` is the file's path, size and SHA-256 (what a run records).
+    """
+    from model.checkpoints import file_identity
+    from util import get_device
+    tensors, meta = read_ciap(path)
+    kind = meta["encoder"]
+    check_ciap_meta(meta, path, encoder, clip_model, clap_model)
     model = model_from_checkpoint(tensors, meta, path)
     device = get_device(device)
     info = {k: v for k, v in meta.items() if k not in ("config", "history", "optimizer_groups")}
     if kind == "clip-head":
-        return ClipToClap(model.image_head, info).to(device).eval()
-    if backbone is None:
-        if meta["image_model"] != REAL_RESNET_NAME:
-            raise CheckpointError(f"{path} was trained on {meta['image_model']!r}, not the ImageNet ResNet18: pass "
-                                  f"that backbone (backbone=...)")
-        backbone = load_resnet18(device)
-    return ImagesToClap(backbone, model.image_head, info).to(device).eval()
+        module = ClipToClap(model.image_head, info).to(device).eval()
+    else:
+        if backbone is None:
+            if meta["image_model"] != REAL_RESNET_NAME:
+                raise CheckpointError(f"{path} was trained on {meta['image_model']!r}, not the ImageNet ResNet18: "
+                                      f"pass that backbone (backbone=...)")
+            backbone = load_resnet18(device)
+        module = ImagesToClap(backbone, model.image_head, info).to(device).eval()
+    module.checkpoint_file = file_identity(path)
+    return module
+
+
+@torch.no_grad()
+def clips_to_audio(clips, head, aldm, duration=10.0, steps=200, guidance=2.5, seed=42, sampler="ddim"):
+    """The CIAP back end: CLIP embeddings [B, 768] -> (audio float32 numpy [B, duration * 16000], CLAP-space
+    embeddings [B, 512] on the CPU). The trained head maps each row; AudioLDM then runs once for the batch through
+    the call SSV2A's remix CLAPs take (model.aldm.emb_to_audio), each row's noise from its own seed alone."""
+    from model.aldm import emb_to_audio
+    claps = head(clips).float().cpu()
+    audio = emb_to_audio(aldm, claps, duration=duration, steps=steps, guidance=guidance, seed=seed, sampler=sampler)
+    return audio, claps
 
 
 def describe(meta):

@@ -235,7 +235,7 @@ MUTANTS = {
     "masks swapped in step 3": ("step3_patch_weights(M_neg, M_pos, cfg", "step3_patch_weights(M_pos, M_neg, cfg"),
     "plain CLIP of I_0 in the mix": ('emb_final = step6_mix(tok["cls_1"]', 'emb_final = step6_mix(tok["cls_0"]'),
     "manipulated row on I_0's crops": ("slots_manip = slots_base[1:2]", "slots_manip = slots_base[0:1]"),
-    "every row drawn with the first seed": ("seed=[s for s, _ in chunk]", "seed=seeds[0]"),
+    "every row drawn with the first seed": ("[s for s, _ in chunk])", "[seeds[0] for _ in chunk])"),
 }
 
 
