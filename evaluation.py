@@ -302,7 +302,7 @@ def scores_record(scores, sources, rows=(0, 1, 2)):
 
 
 def e_final_reach(claps, row=2):
-    """How far slot 0 moved the remix: cosine distances of a manipulated row's remix CLAP to the baselines'.
+    """How far E_final moved AudioLDM's condition: cosine distances of a manipulated row's CLAP to the baselines'.
 
     The manipulated and baseline_edited rows of one seed share every other slot and all noise, so their
     distance is what E_final alone changed. claps: [S, rows, 512]; row: the manipulated row. Per seed + means.
@@ -315,8 +315,10 @@ def e_final_reach(claps, row=2):
         return d.masked_fill((claps[:, row] == claps[:, other]).all(-1), 0.0).tolist()
     d_edit, d_orig = distance(1), distance(0)
     return {"cosine_distance_to_baseline_edited": d_edit, "cosine_distance_to_baseline_original": d_orig,
-            "mean_to_baseline_edited": sum(d_edit) / len(d_edit), "mean_to_baseline_original": sum(d_orig) / len(d_orig),
-            "what": "1 - cos between SSV2A remix CLAP embeddings (before AudioLDM), per seed"}
+            "mean_to_baseline_edited": sum(d_edit) / len(d_edit),
+            "mean_to_baseline_original": sum(d_orig) / len(d_orig),
+            "what": "1 - cos between the CLAP embeddings AudioLDM is conditioned on (SSV2A's remix or the CIAP "
+                    "head's output), per seed"}
 
 
 if __name__ == "__main__":   # python evaluation.py fad DIR_A DIR_B: set-level figures (metrics.py)

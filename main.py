@@ -69,7 +69,7 @@ AUDIO_CLASSES = {
 # CLAP zero-shot label per source name (the second view); a source without an entry gets "the sound of a
 # <name>"; extra entries are extra labels to choose from (distractors)
 EVAL_LABELS = {"cat": "a cat meowing", "astronaut": "a person talking", "rocket": "a rocket engine roaring"}
-EVAL_CLASS_MIN_SIMILARITY = 0.5      # CLAP text cosine a nearest AudioSet name needs to judge an unlisted source, 0.4-0.7
+EVAL_CLASS_MIN_SIMILARITY = 0.5      # CLAP text cosine an AudioSet name needs to judge an unlisted source, 0.4-0.7
 EVAL_TOLERANCE = 0.05                # kept sources may move this much in probability and still pass, 0.0-0.2
 EVAL_TOLERANCE_CLAP = 0.015          # the same for CLAP's cosine with a kept source's label, 0.0-0.05
 EVAL_SEEDS = 3                       # draws of the three audios (seeds SEED, SEED+1, ...), 3-10; 1 = one draw

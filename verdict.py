@@ -4,11 +4,12 @@ The three audios (baseline_original from I_0, baseline_edited from I_1, manipula
 several seeds and scored by scorers.score_run. The verdict answers two questions, each paired per seed and by
 each scorer on its own (no number ever mixes the two):
 
-1. Method's own effect (the headline): manipulated - baseline_edited. Both rows carry I_1's YOLO crops and
-   draw the same noise; only slot 0 differs (E_final vs plain CLIP of I_1), so this is what the SVD
-   manipulation did beyond what plain I_1 does. With the method switched off it must read 'no effect'.
+1. Method's own effect (the headline): manipulated - baseline_edited. Both rows draw the same noise and differ
+   only by E_final in place of plain CLIP of I_1 (SSV2A: slot 0, next to the same YOLO crops of I_1; the CIAP
+   back end: the head's input), so this is what the SVD manipulation did beyond what plain I_1 does. With the
+   method switched off it must read 'no effect'.
 2. Edit followed (the plan's step 9): manipulated - baseline_original. Plain I_1 passes most of this by
-   itself, since its crops already hold the added object and lack the removed one.
+   itself, since it already shows the added object and lacks the removed one.
 
 Checks of each question, reported as mean ± std, a t-based 95% confidence interval and the fraction of
 seeds where the check holds:
@@ -50,11 +51,11 @@ ALPHA = 0.05                  # 95% intervals: a status needs its side of the in
 # the two questions each verdict answers; the first is the headline
 QUESTIONS = {
     "method_effect": dict(title="Method's own effect", base="baseline_edited", short="effect",
-                          about="manipulated vs baseline_edited: same crops and noise, only slot 0 differs, so "
-                                "this is what the SVD manipulation did beyond plain I_1"),
+                          about="manipulated vs baseline_edited: same noise, only E_final in place of plain CLIP(I_1) "
+                                "differs, so this is what the SVD manipulation did beyond plain I_1"),
     "edit_followed": dict(title="Edit followed", base="baseline_original", short="edit",
                           about="manipulated vs baseline_original: the plan's step 9 (plain I_1 passes most of "
-                                "it by itself: its crops already changed)"),
+                                "it by itself: I_1 already shows the edit)"),
 }
 SCORERS = {"classifier": "audioset", "clap": "clap"}   # view key -> the short name used in table columns
 # each view's score and its unit; the KL of the CLAP distances is in nats
