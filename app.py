@@ -561,8 +561,9 @@ def error_box(err):
     return f"<div class='bench-error'>⚠ {escape(str(err))}</div>"
 
 
-def note_box(text):
-    return f"<div class='bench-note'>{escape(text)}</div>"
+def note_box(text, lines=False):
+    style = " style='white-space: pre-line'" if lines else ""   # keep a printout's line breaks
+    return f"<div class='bench-note'{style}>{escape(text)}</div>"
 
 
 def warn_box(text):
@@ -1326,7 +1327,11 @@ def build_ui(bench):
                     yield {sweep_status: note_box(f"Sweeping into {run_dir}")}
                 elif kind == "done":
                     run_dir, rows = rest
-                    yield {sweep_status: note_box(f"Finished: {run_dir}"), **sweep_view(run_dir, rows, run_cfg)}
+                    # the ranked table's intervals come from the seeds that chose the winner; say what fresh seeds
+                    # made of it (sweep.confirm_choice), as the command line prints it
+                    confirmation = runs.read_run_json(run_dir).get("confirmation", {}).get("text", "")
+                    yield {sweep_status: note_box(f"Finished: {run_dir}\n{confirmation}".rstrip(), lines=True),
+                           **sweep_view(run_dir, rows, run_cfg)}
                 else:
                     yield {sweep_status: ending(rest[0], run_dir)}
 

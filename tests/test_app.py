@@ -477,7 +477,11 @@ def test_page_sees_clicks_runs_compares_edits_sweeps_and_the_cli_makes_the_same_
     page.locator("#sweep_values1 textarea").fill("0.1,0.9")
     page.click("#run_sweep")
     expect(page.locator("#sweep_status")).to_contain_text("Finished", timeout=240000)
-    sweep_dir = Path(re.search(r"Finished: (/\S+)", page.locator("#sweep_status").inner_text()).group(1))
+    sweep_status = page.locator("#sweep_status").inner_text()
+    sweep_dir = Path(re.search(r"Finished: (/\S+)", sweep_status).group(1))
+    # the winner's interval comes from the seeds that chose it: the page says what fresh seeds made of it
+    confirmation = json.loads((sweep_dir / "run.json").read_text())["confirmation"]
+    assert confirmation["text"].splitlines()[0] in sweep_status and confirmation["confirmed_on"]
     expect(page.locator("#sweep_table")).to_contain_text("SVD_ALPHA", timeout=30000)
     table_text = page.locator("#sweep_table").inner_text()
     assert "0.1" in table_text and "0.9" in table_text

@@ -209,7 +209,9 @@ def test_a_sweep_and_a_manifest_run_on_the_ciap_back_end(checkpoints, plan_embed
                                         "--sweep", "SVD_K=1,5"])
     assert code == 0, printout[-3000:]
     with open(run_dir / "sweep.csv") as f:
-        assert sorted(int(row["SVD_K"]) for row in csv.DictReader(f)) == [1, 5]
+        rows = list(csv.DictReader(f))
+    assert sorted(int(row["SVD_K"]) for row in rows if row["seed role"] == "chose") == [1, 5]
+    assert {row["seed role"] for row in rows} == {"chose", "confirmed"}   # the winner rerun on fresh seeds
     e = torch.load(run_dir / "embeddings.pt", weights_only=True)
     (claps,) = e["claps"].values()   # one group: [seeds, 2 baselines + 2 settings, 512]
     clip_0, clip_1, _ = plan_embeddings
