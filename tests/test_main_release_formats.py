@@ -420,4 +420,23 @@ def test_train_ciap_reads_the_release_files(release, tmp_path):
     assert back_end(expected).shape == (8, 512)
     assert ciap.read_ciap(resnet_run / "ciap.safetensors")[1]["image_model"] == ciap.REAL_RESNET_NAME
     assert ciap.load_ciap(resnet_run / "ciap.safetensors", "cpu", encoder="resnet18")(x).shape == (8, 512)
+
+    # the real main.py path on the CIAP back end, with the head trained on the release files' CLIP and CLAP: no
+    # ssv2a.pth and no YOLO file needed, and AudioLDM conditioned on the head's output for CLIP(I_0), CLIP(I_1), E_final
+    real_out = tmp_path / "real"
+    base = [f"--OUTPUT_DIR={real_out}", f"--CONFIG_PATH={release['config']}", "--DEVICE=cpu", "--DURATION=2.0",
+            "--DDIM_STEPS=3", "--EVAL_SEEDS=2", f"--CHECKPOINT_PATH={tmp_path / 'no-ssv2a.pth'}"]
+    assert main.main(base + ["--CIAP_CHECKPOINT=" + str(resnet_run / "ciap.safetensors")]) == 2   # pixels, not CLIP
+    assert not real_out.exists()
+    assert main.main(base + ["--CIAP_CHECKPOINT=" + str(clip_run / "ciap.safetensors")]) == 0
+    (run_dir,) = real_out.iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["smoke"] is False and record["back_end"] == "ciap"
+    assert set(record["model_load_s"]) == set(loader.Models.CIAP_NAMES)
+    e = torch.load(run_dir / "embeddings.pt", weights_only=True)
+    rows = torch.stack([e["cls_0"], e["cls_1"], e["emb_final"].reshape(-1)])
+    with torch.no_grad():
+        heads = back_end(rows)
+    for seed in range(e["claps"].shape[0]):
+        torch.testing.assert_close(e["claps"][seed], heads, atol=1e-5, rtol=0)
     assert not release["marker"].exists()
