@@ -904,26 +904,20 @@ def build_ui(bench):
                              [obj_states[i], images[i], views[i], messages[i]], api_name=f"click_{ROLES[i]}",
                              preprocess=False)
 
-            def on_undo(state, image, MASK_THRESHOLD, i=i):
-                try:
-                    threshold = threshold_of(MASK_THRESHOLD)
-                    bench.picture(image, SIDES[i].upper())
-                except UserError as err:
-                    return refused(err, 4)
-                state = {**state, "points": state["points"][:-1], "labels": state["labels"][:-1], "found": None}
-                img, note, view_html = shown(i, state, image, threshold)
-                return state, img, view_html, note
+            def points_edit(keep, i=i):
+                """Undo (keep all but the last point) and Clear (keep none): the same checks and redraw."""
+                def on_edit(state, image, MASK_THRESHOLD):
+                    try:
+                        threshold = threshold_of(MASK_THRESHOLD)
+                        bench.picture(image, SIDES[i].upper())
+                    except UserError as err:
+                        return refused(err, 4)
+                    state = {**state, "points": keep(state["points"]), "labels": keep(state["labels"]), "found": None}
+                    img, note, view_html = shown(i, state, image, threshold)
+                    return state, img, view_html, note
+                return on_edit
 
-            def on_clear(state, image, MASK_THRESHOLD, i=i):
-                try:
-                    threshold = threshold_of(MASK_THRESHOLD)
-                    bench.picture(image, SIDES[i].upper())
-                except UserError as err:
-                    return refused(err, 4)
-                state = {**state, "points": [], "labels": [], "found": None}
-                img, note, view_html = shown(i, state, image, threshold)
-                return state, img, view_html, note
-
+            on_undo, on_clear = points_edit(lambda xs: xs[:-1]), points_edit(lambda xs: [])
             undos[i].click(on_undo, [obj_states[i], handles[i], threshold_control],
                            [obj_states[i], images[i], views[i], messages[i]], api_name=f"undo_{ROLES[i]}",
                            preprocess=False)

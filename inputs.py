@@ -238,6 +238,20 @@ def prepare_inputs(cfg):
     return images, prompts, notes
 
 
+def csv_text(data, what, path):
+    """A user's CSV bytes as text (UTF-8, with or without the byte-order mark Excel's "CSV UTF-8" starts with);
+    UserError naming `what` (e.g. 'manifest'), the first byte that is not UTF-8 and the command that converts it."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        converted = Path(path).with_name(Path(path).stem + "_utf8.csv")
+        raise UserError(f"{what} {shown(path)} is not UTF-8 text: byte {data[err.start]:#04x} on line {line} is not "
+                        f"valid UTF-8, so the file was saved in another encoding (Latin-1 / Windows-1252, as Excel's "
+                        f"plain 'CSV' does). Save it as 'CSV UTF-8', or convert it: iconv -f latin1 -t utf-8 "
+                        f"{shown(path)} > {shown(converted)}") from None
+
+
 def check_ciap_checkpoint(path, smoke):
     """The CIAP back end's checkpoint, before any model loads: there, a CIAP file, a CLIP head mapping into CLAP's
     space (not ResNet18, not a scratch target), trained on the CLIP and CLAP this run uses. UserError otherwise.
@@ -256,10 +270,11 @@ def check_ciap_checkpoint(path, smoke):
 
 @functools.lru_cache(maxsize=8)
 def _check_ciap_file(path, stamp, smoke):
+    from loader import run_model_names
     from model import ciap
     from model.checkpoints import CheckpointError
     try:
-        ciap.check_ciap_file(path, "clip-head", *ciap.run_model_names(smoke))
+        ciap.check_ciap_file(path, "clip-head", *run_model_names(smoke))
     except CheckpointError as err:
         raise UserError(f"CIAP_CHECKPOINT: {shown(err)}") from err
 

@@ -82,7 +82,7 @@ class Models:
     def ciap(self):
         """The CIAP back end's head (ClipToClap): refused unless trained on the CLIP and CLAP this run uses."""
         from model import ciap
-        clip_name, clap_name = ciap.run_model_names(self.smoke)
+        clip_name, clap_name = run_model_names(self.smoke)
         return ciap.load_ciap(self.ciap_path, self.device, clip_model=clip_name, clap_model=clap_name)
 
     @functools.cached_property
@@ -152,3 +152,11 @@ def load_models(cfg, sources_list):
     for p_cfg, sources in sources_list:
         notes += check_audio_classes(p_cfg, models, sources)
     return models, list(dict.fromkeys(notes))
+
+
+def run_model_names(smoke=False):
+    """(CLIP name, CLAP name) of the models a run uses, as train_ciap.py records them in a CIAP checkpoint, known
+    without loading either: a smoke run's tiny twins (seed 0) or the real ViT-L/14 and LAION-CLAP."""
+    import scorers
+    from model import ciap
+    return (ciap.tiny_clip_name() if smoke else ciap.REAL_CLIP_NAME), scorers.clap_name(smoke)

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from errors import MISSING, UserError, path_problem, shown
-from inputs import check_ciap_checkpoint, prepare_inputs, source_names
+from inputs import check_ciap_checkpoint, csv_text, prepare_inputs, source_names
 from loader import load_models
 from runs import (RunLock, earlier_attempts, keep_aside, new_run_dir, read_run_json, recorded_run, run_file,
                   run_record, write_csv, write_json)
@@ -67,14 +67,7 @@ def manifest_bytes(path):
 def parse_manifest(data, path):
     """Rows of the manifest's bytes (UTF-8, with or without Excel's byte-order mark); UserError for a file
     without the header row, one that lacks columns, or one without rows."""
-    try:
-        text = data.decode("utf-8-sig")   # -sig: Excel's "CSV UTF-8" starts with a byte-order mark
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise UserError(f"manifest {shown(path)} is not UTF-8 text: byte {data[err.start]:#04x} on line {line} is "
-                        f"not valid UTF-8, so the file was saved in another encoding (Latin-1 / Windows-1252, as "
-                        f"Excel's plain 'CSV' does). Save it as 'CSV UTF-8', or convert it: iconv -f latin1 -t utf-8 "
-                        f"{shown(path)} > {shown(Path(path).with_name(Path(path).stem + '_utf8.csv'))}") from None
+    text = csv_text(data, "manifest", path)
     # newline="": a quoted field may hold a line break; blank lines are skipped, as csv.DictReader does
     records = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
     if not records:

@@ -123,6 +123,27 @@ def coerce(name, text, default):
     return value
 
 
+def take_smoke(argv, config, smoke_settings):
+    """argv without --smoke; with it, config gets SMOKE=True and the smoke settings (which the command line's own
+    --NAME=value overrides, applied after, still beat). Shared by main.py's and train_ciap.py's command lines."""
+    args = list(argv)
+    if "--smoke" in args:
+        args.remove("--smoke")
+        config["SMOKE"] = True
+        config.update(smoke_settings)
+        print("Smoke run: " + ", ".join(f"{k}={v!r}" for k, v in smoke_settings.items()))
+    return args
+
+
+def named_override(arg, config):
+    """'--NAME=value' -> (the config's NAME, whatever its case on the command line, the value's text)."""
+    key, value_text = arg[2:].split("=", 1)
+    name = {k.lower(): k for k in config}.get(key.lower())
+    if name is None:
+        raise UserError(f"unknown setting --{key}. Settings: {', '.join(sorted(config))}")
+    return name, value_text
+
+
 def parse_args(argv, config):
     """Apply the command line to config (a dict of the constants). Returns (mode, mode_argument).
 
@@ -131,12 +152,7 @@ def parse_args(argv, config):
     """
     by_lower = {k.lower(): k for k in config}
     overrides, sweep, mode, manifest, sweep_given = [], {}, "run", None, False
-    args = list(argv)
-    if "--smoke" in args:
-        args.remove("--smoke")
-        config["SMOKE"] = True
-        config.update(SMOKE_SETTINGS)
-        print("Smoke run: " + ", ".join(f"{k}={v!r}" for k, v in SMOKE_SETTINGS.items()))
+    args = take_smoke(argv, config, SMOKE_SETTINGS)
     i = 0
     while i < len(args):
         arg = args[i]
@@ -177,11 +193,7 @@ def parse_args(argv, config):
             mode, manifest = "resume", args[i + 1]
             i += 1
         elif arg.startswith("--") and "=" in arg:
-            key, value_text = arg[2:].split("=", 1)
-            name = by_lower.get(key.lower())
-            if name is None:
-                raise UserError(f"unknown setting --{key}. Settings: {', '.join(sorted(config))}")
-            overrides.append((name, value_text))
+            overrides.append(named_override(arg, config))
         else:
             raise UserError(f"unknown argument {arg!r}; see python main.py --help")
         i += 1

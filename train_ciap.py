@@ -27,8 +27,9 @@ from pathlib import Path
 
 # the project's run machinery (run folders, run.json, settings syntax, errors), as main.py uses it
 from errors import UserError
+from inputs import csv_text
 from runs import check_output_dir, new_run_dir, recorded_run, run_file, write_json
-from settings import coerce, device_problems, output_dir_problems
+from settings import coerce, device_problems, named_override, output_dir_problems, take_smoke
 
 # -----------------------------------------------------------------------------
 # configuration: every constant can be overridden as --NAME=value (names are case-insensitive)
@@ -78,13 +79,8 @@ def default_config():
 
 def parse_args(argv, cfg):
     """Apply the command line to cfg. Returns (mode, resume target, names given on the command line)."""
-    by_lower = {k.lower(): k for k in cfg}
-    args, mode, target, given, overrides = list(argv), "train", None, set(), []
-    if "--smoke" in args:
-        args.remove("--smoke")
-        cfg["SMOKE"] = True
-        cfg.update(SMOKE_SETTINGS)
-        print("Smoke run: " + ", ".join(f"{k}={v!r}" for k, v in SMOKE_SETTINGS.items()))
+    mode, target, given, overrides = "train", None, set(), []
+    args = take_smoke(argv, cfg, SMOKE_SETTINGS)
     i = 0
     while i < len(args):
         arg = args[i]
@@ -101,11 +97,7 @@ def parse_args(argv, cfg):
             i += 2
             continue
         if arg.startswith("--") and "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            name = by_lower.get(key.lower())
-            if name is None:
-                raise UserError(f"unknown setting --{key}. Settings: {', '.join(sorted(cfg))}")
-            overrides.append((name, value))
+            overrides.append(named_override(arg, cfg))
         else:
             raise UserError(f"unknown argument {arg!r}; see python train_ciap.py --help")
         i += 1
@@ -246,14 +238,7 @@ def read_pairs(path, cfg):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"pairs file not found: {path}. Give {PAIRS_HELP}")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")   # -sig: Excel's "CSV UTF-8" starts with a byte-order mark
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise UserError(f"pairs file {path} is not UTF-8 text (byte {data[err.start]:#04x} on line {line}): save it as "
-                        f"'CSV UTF-8', or convert it: iconv -f latin1 -t utf-8 {path} > "
-                        f"{path.with_name(path.stem + '_utf8.csv')}") from None
+    text = csv_text(path.read_bytes(), "pairs file", path)
     reader = csv.DictReader(io.StringIO(text))
     columns = [(c or "").strip().lower() for c in (reader.fieldnames or [])]
     missing = [c for c in ("image", "audio") if c not in columns]

@@ -379,13 +379,6 @@ def check_ciap_file(path, encoder="clip-head", clip_model=None, clap_model=None)
     return meta
 
 
-def run_model_names(smoke=False):
-    """(CLIP name, CLAP name) of the models main.py runs with, as train_ciap.py records them in a checkpoint,
-    known without loading either: a smoke run's tiny twins (seed 0) or the real ViT-L/14 and LAION-CLAP."""
-    import scorers
-    return (tiny_clip_name() if smoke else REAL_CLIP_NAME), scorers.clap_name(smoke)
-
-
 def load_ciap(path, device=None, encoder="clip-head", clip_model=None, clap_model=None, backbone=None):
     """A trained CIAP checkpoint as a module in eval mode, its metadata checked first; CheckpointError otherwise.
 
@@ -393,7 +386,7 @@ def load_ciap(path, device=None, encoder="clip-head", clip_model=None, clap_mode
     vectors. A ResNet18 checkpoint, or one whose audio space was trained from scratch, is refused with the reason.
     encoder='resnet18': an ImagesToClap around `backbone` (default: the registry's ImageNet ResNet18).
     encoder=None: whichever the file holds. clip_model / clap_model: when given, the names of the CLIP and CLAP the
-    caller uses (model.ciap.REAL_CLIP_NAME, a ClapScorer's name; run_model_names gives main.py's); a checkpoint
+    caller uses (model.ciap.REAL_CLIP_NAME, a ClapScorer's name; loader.run_model_names gives main.py's); a checkpoint
     trained against others is refused, because its weights fit only the features of the models it was trained on.
     The module's `checkpoint_file` is the file's path, size and SHA-256 (what a run records).
     """

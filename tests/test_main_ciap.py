@@ -376,7 +376,7 @@ def test_the_unbroken_step7_passes_the_same_check(step7_inputs, expected):
 # the checks before any model loads, mis-wired
 REFUSAL_MUTANTS = {
     "the checkpoint checked without the run's model names": (
-        ('ciap.check_ciap_file(path, "clip-head", *ciap.run_model_names(smoke))',
+        ('ciap.check_ciap_file(path, "clip-head", *run_model_names(smoke))',
          'ciap.check_ciap_file(path, "clip-head")'),
         "inputs.py", "a smoke checkpoint with the real models"),
     "the checkpoint not checked at all": (

@@ -244,7 +244,7 @@ def test_every_broken_row_is_named_and_long_lists_are_cut(good_files, no_models,
 @pytest.mark.parametrize("lines, encoding, says", [
     (["image,sound", "images/0001.png,audio/0001.wav"], "utf-8", "lacks the column(s) audio in its header row"),
     (["image,audio"], "utf-8", "has a header but no pairs"),
-    (["image,audio", "images/0001.png,audio/caf\u00e9.wav"], "latin-1", "is not UTF-8 text (byte 0xe9 on line 2)"),
+    (["image,audio", "images/0001.png,audio/caf\u00e9.wav"], "latin-1", "is not UTF-8 text: byte 0xe9 on line 2"),
     (["image,audio,split", *GOOD_ROWS[:2], "images/0003.png,audio/0003.wav,train"], "utf-8",
      "gives 3 training and 0 validation pairs: each needs at least 2"),
 ])
