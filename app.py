@@ -1403,6 +1403,17 @@ def run_path(path, default_name, bench, i):
 # -----------------------------------------------------------------------------
 
 
+def flag_number(key, value, kind, below, what, valid):
+    """A server flag's number (kind: int or float), above 0 and below `below`; UserError saying what it must be."""
+    try:
+        number = kind(value)
+    except ValueError:
+        raise UserError(f"{key}={value!r} is not {what}") from None
+    if not 0 < number < below:
+        raise UserError(f"{key}={value} is out of range: it must be {valid}")
+    return number
+
+
 def parse_app_args(argv):
     """(host, port, share, max upload MB, main.py's arguments) from app.py's command line."""
     host, port, share, max_mb, rest = HOST, PORT, False, MAX_UPLOAD_MB, []
@@ -1420,19 +1431,10 @@ def parse_app_args(argv):
             if key == "--host":
                 host = value
             elif key == "--port":
-                try:
-                    port = int(value)
-                except ValueError:
-                    raise UserError(f"--port={value!r} is not a port number (e.g. --port 7861)") from None
-                if not 0 < port < 65536:
-                    raise UserError(f"--port={port} is out of range: it must be in 1-65535")
+                port = flag_number(key, value, int, 65536, "a port number (e.g. --port 7861)", "in 1-65535")
             else:
-                try:
-                    max_mb = float(value)
-                except ValueError:
-                    raise UserError(f"--max-upload-mb={value!r} is not a number of megabytes (e.g. 20)") from None
-                if not 0 < max_mb < 1e6:
-                    raise UserError(f"--max-upload-mb={value} is out of range: it must be a size in MB above 0")
+                max_mb = flag_number(key, value, float, 1e6, "a number of megabytes (e.g. 20)",
+                                     "a size in MB above 0")
         elif arg == "--share":
             share = True
         elif arg in ("-h", "--help"):
