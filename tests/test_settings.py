@@ -88,7 +88,8 @@ def test_help_shows_every_mode_with_an_example(capsys):
     assert main.main(["--help"]) == 0
     examples = [line.strip() for line in capsys.readouterr().out.splitlines()
                 if line.strip().startswith(("python main.py", "accelerate launch"))]
-    flags = set(re.findall(r'"(--[a-z]+)"', inspect.getsource(settings.parse_args))) - {"--help"}
+    parser = inspect.getsource(settings.parse_args) + inspect.getsource(settings.take_smoke)
+    flags = set(re.findall(r'"(--[a-z]+)"', parser)) - {"--help"}
     assert flags >= {"--smoke", "--sweep", "--manifest", "--reference", "--resume"}   # the parser's own flags
     for flag in flags:   # every flag the command line reads has an example line that uses it
         assert any(re.search(rf"{flag}\b", line) for line in examples), flag
